@@ -1,0 +1,211 @@
+"""The one certificate-chain validator of the attestation library: time-aware and fail-closed.
+
+Attestation chains do not follow the Web PKI profile that `cryptography.x509.verification`
+enforces (Android leaves valid 1970–2048 without SAN, vendor certificates with explicit
+NULL parameters or BER encodings that `cryptography` refuses to load), so this walker
+parses with asn1crypto and checks each link itself: issuer name, signature by the
+issuer's key, validity at `now`, CA flag and path length of every issuer. It never
+trusts a certificate because it arrived in the chain: only configured roots anchor a path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+
+from attestation.errors import ChainExpired, MalformedStatement, UnsupportedFormat, UntrustedChain
+
+MAX_CHAIN_LENGTH = 8
+
+_HASHES = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_CURVES = {
+    "secp256r1": ec.SECP256R1,
+    "secp384r1": ec.SECP384R1,
+    "secp521r1": ec.SECP521R1,
+}
+
+
+@dataclass(frozen=True)
+class ChainPolicy:
+    """Per-format relaxations, each one a documented vendor quirk; the defaults are strict."""
+
+    require_ca_flag: bool = True  # every issuer must say cA=TRUE in basicConstraints
+    check_validity: bool = True
+
+
+def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certificate:
+    """Parse DER (or the BER some vendors emit) into an asn1crypto Certificate, fully, now."""
+    if not isinstance(der, (bytes, bytearray)):
+        raise MalformedStatement(f"{what} is not a byte string")
+    try:
+        cert = asn1_x509.Certificate.load(bytes(der))
+        cert.native  # force a full parse so malformed inner fields fail here, not later
+        return cert
+    except Exception as exc:  # asn1crypto raises ValueError, TypeError and friends
+        raise MalformedStatement(f"{what} is not a valid X.509 certificate: {exc}") from exc
+
+
+def public_key_of(spki: asn1_keys.PublicKeyInfo):
+    """A `cryptography` public key from an asn1crypto SubjectPublicKeyInfo, tolerant of quirks."""
+    algo = spki["algorithm"]["algorithm"].native
+    try:
+        if algo == "rsa":
+            numbers = spki["public_key"].parsed
+            return rsa.RSAPublicNumbers(numbers["public_exponent"].native, numbers["modulus"].native).public_key()
+        if algo == "ec":
+            params = spki["algorithm"]["parameters"]
+            if params.name != "named":
+                raise UnsupportedFormat("EC public key with explicit curve parameters is not supported")
+            curve = _CURVES.get(params.chosen.native)
+            if curve is None:
+                raise UnsupportedFormat(f"EC curve {params.chosen.native} is not supported")
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve(), spki["public_key"].native)
+        return serialization.load_der_public_key(spki.dump())
+    except (ValueError, TypeError) as exc:
+        raise MalformedStatement(f"public key ({algo}) does not load: {exc}") from exc
+    except UnsupportedFormat:
+        raise
+    except Exception as exc:  # cryptography's UnsupportedAlgorithm for unknown key types
+        raise UnsupportedFormat(f"public key algorithm {algo} is not supported: {exc}") from exc
+
+
+def verify_signature(public_key, signature: bytes, data: bytes, algorithm: asn1_x509.SignedDigestAlgorithm) -> None:
+    """Verify one X.509-style signature; raise UntrustedChain naming the mismatch."""
+    sig_algo = algorithm.signature_algo
+    try:
+        if isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            public_key.verify(signature, data)
+            return
+        hash_cls = _HASHES.get(algorithm.hash_algo)
+        if hash_cls is None:
+            raise UnsupportedFormat(f"signature hash {algorithm.hash_algo} is not supported")
+        if isinstance(public_key, rsa.RSAPublicKey):
+            if sig_algo == "rsassa_pss":
+                params = algorithm["parameters"]
+                pad = padding.PSS(padding.MGF1(hash_cls()), params["salt_length"].native)
+            else:
+                pad = padding.PKCS1v15()
+            public_key.verify(signature, data, pad, hash_cls())
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, data, ec.ECDSA(hash_cls()))
+        else:
+            raise UnsupportedFormat(f"issuer key type {type(public_key).__name__} is not supported")
+    except _CryptoInvalidSignature:
+        raise UntrustedChain("certificate signature does not verify with its issuer's key") from None
+
+
+def _name_matches(issuer: asn1_x509.Name, subject: asn1_x509.Name) -> bool:
+    try:
+        return issuer == subject  # asn1crypto compares names the RFC 5280 §7.1 way
+    except Exception:
+        return issuer.dump() == subject.dump()
+
+
+def _describe(cert: asn1_x509.Certificate) -> str:
+    try:
+        return cert.subject.human_friendly or "(empty subject)"
+    except Exception:
+        return "(unprintable subject)"
+
+
+def _signed_by(child: asn1_x509.Certificate, issuer: asn1_x509.Certificate) -> bool:
+    if not _name_matches(child.issuer, issuer.subject):
+        return False
+    try:
+        verify_signature(
+            public_key_of(issuer.public_key),
+            child["signature_value"].native,
+            child["tbs_certificate"].dump(),
+            child["signature_algorithm"],
+        )
+        return True
+    except UntrustedChain:
+        return False
+
+
+def _check_validity(cert: asn1_x509.Certificate, now: datetime, role: str) -> None:
+    validity = cert["tbs_certificate"]["validity"]
+    not_before, not_after = validity["not_before"].native, validity["not_after"].native
+    if now < not_before:
+        raise ChainExpired(f"{role} certificate {_describe(cert)!r} is not yet valid (notBefore {not_before:%Y-%m-%dT%H:%M:%SZ})")
+    if now > not_after:
+        raise ChainExpired(f"{role} certificate {_describe(cert)!r} expired at {not_after:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _check_issuer_constraints(issuer: asn1_x509.Certificate, below: int, policy: ChainPolicy) -> None:
+    constraints = issuer.basic_constraints_value
+    if policy.require_ca_flag and (constraints is None or not constraints["ca"].native):
+        raise UntrustedChain(f"issuer {_describe(issuer)!r} is not a CA (basicConstraints cA is not TRUE)")
+    if constraints is not None and constraints["path_len_constraint"].native is not None:
+        if below > constraints["path_len_constraint"].native:
+            raise UntrustedChain(f"issuer {_describe(issuer)!r} path length constraint exceeded")
+    key_usage = issuer.key_usage_value
+    if key_usage is not None and "key_cert_sign" not in key_usage.native:
+        raise UntrustedChain(f"issuer {_describe(issuer)!r} may not sign certificates (keyUsage)")
+
+
+def verify_chain(
+    chain: Sequence[bytes],
+    roots: Sequence[bytes],
+    now: datetime,
+    *,
+    intermediates: Sequence[bytes] = (),
+    policy: ChainPolicy = ChainPolicy(),
+) -> list[asn1_x509.Certificate]:
+    """Validate `chain` (leaf first) up to one of `roots`; return the path, leaf first, root last.
+
+    Certificates after the leaf and `intermediates` are candidates only; the path is built
+    from the leaf by name and signature. A root that also appears in `chain` is fine.
+    """
+    if not roots:
+        raise UntrustedChain("no trust anchors are configured for this format")
+    if not chain:
+        raise MalformedStatement("certificate chain is empty")
+    if len(chain) > MAX_CHAIN_LENGTH:
+        raise MalformedStatement(f"certificate chain has more than {MAX_CHAIN_LENGTH} certificates")
+    leaf = parse_certificate(chain[0], "leaf certificate")
+    pool = [parse_certificate(der, f"chain certificate {i}") for i, der in enumerate(chain[1:], 1)]
+    pool += [parse_certificate(der, "configured intermediate") for der in intermediates]
+    anchors = [parse_certificate(der, "trust anchor") for der in roots]
+
+    path = [leaf]
+    current = leaf
+    while len(path) <= MAX_CHAIN_LENGTH:
+        for anchor in anchors:
+            if current.dump() == anchor.dump() and len(path) > 1:
+                return _finish(path, now, policy)
+            if _signed_by(current, anchor):
+                path.append(anchor)
+                return _finish(path, now, policy)
+        parent = next((c for c in pool if c not in path and _signed_by(current, c)), None)
+        if parent is None:
+            raise UntrustedChain(
+                f"certificate {_describe(current)!r} (issuer {current.issuer.human_friendly!r}) "
+                "does not chain to a configured root"
+            )
+        path.append(parent)
+        current = parent
+    raise UntrustedChain("certificate chain is too long")
+
+
+def _finish(path: list[asn1_x509.Certificate], now: datetime, policy: ChainPolicy) -> list[asn1_x509.Certificate]:
+    for depth, cert in enumerate(path):
+        role = "leaf" if depth == 0 else ("root" if depth == len(path) - 1 else "intermediate")
+        if policy.check_validity:
+            _check_validity(cert, now, role)
+        if depth > 0:
+            _check_issuer_constraints(cert, depth - 1, policy)
+    return path
