@@ -41,11 +41,13 @@ class AcmeProblem(Exception):
         subproblems: tuple[Subproblem, ...] = (),
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.subproblems = subproblems
         self.headers = headers or {}
+        self.fields = fields or {}  # extra members the RFC asks for, e.g. `algorithms` (§6.2)
         if status is not None:
             self.status = status  # instance override, e.g. 404 for an unknown resource
 
@@ -54,7 +56,7 @@ class AcmeProblem(Exception):
         return ACME_ERROR_NS + self.code
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": self.type, "detail": self.detail, "status": self.status}
+        doc: dict[str, Any] = {"type": self.type, "detail": self.detail, "status": self.status, **self.fields}
         if self.subproblems:
             doc["subproblems"] = [s.to_json() for s in self.subproblems]
         return doc

@@ -1,0 +1,36 @@
+# acmeda — two commands on a fresh machine: `make run` (the CA) and `make test` (the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEBIAN_PACKAGES := certbot lego uacme pebble
+
+.PHONY: install system-deps run test test-sqlite test-postgres bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+# The real ACME clients, Pebble and the software TPM the tests drive (Debian packages).
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "install as root: apt-get install$$missing"; exit 1; fi; fi
+
+run: install
+	$(VENV)/bin/acmeda serve
+
+# Runs on SQLite, and on PostgreSQL too where one answers at 127.0.0.1:5432 (required when CI=true).
+test: install system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install system-deps
+	$(PY) bench/issuance.py
+
+clean:
+	rm -rf $(VENV) acmeda-data .pytest_cache

@@ -1,0 +1,112 @@
+"""The application factory: build the services once, then the aiohttp app that serves them.
+
+`build_services` is the only place that wires concrete parts (store, CA, validators);
+tests call the same factory with a frozen clock and a temporary data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from contextlib import suppress
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from ca import certificates, validation
+from ca.appkeys import SERVICES
+from ca.challenges import ChallengeType
+from ca.challenges.device_attest import DeviceAttestValidator
+from ca.challenges.dns01 import Dns01Validator
+from ca.challenges.http01 import Http01Validator
+from ca.challenges.registry import Validators
+from ca.challenges.resolver import Resolver
+from ca.challenges.tlsalpn01 import TlsAlpn01Validator
+from attestation.context import TrustStore
+from attestation.registry import FORMATS
+from ca.clock import Clock, SystemClock
+from ca.config import Config
+from ca.issuance import DEFAULT_PROFILES, Issuer
+from ca.jws import MAX_BODY
+from ca.middleware import acme_responses
+from ca.nonces import NONCE_KEY_SETTING, NonceService
+from ca.pki import load_or_create_ca
+from ca.routes import add_routes
+from ca.services import Services
+from ca.storage.db import make_engine, migrate
+from ca.storage.repository import Store, get_or_create_setting, prune_nonces
+
+log = logging.getLogger(__name__)
+PASSPHRASE_ENV = "ACMEDA_KEY_PASSPHRASE"
+HOUSEKEEPING_INTERVAL = 30.0
+
+
+def profiles_for(config: Config) -> dict:
+    from dataclasses import replace
+
+    return {
+        "server": replace(DEFAULT_PROFILES["server"], lifetime=config.server_cert_lifetime),
+        "device": replace(DEFAULT_PROFILES["device"], lifetime=config.device_cert_lifetime),
+    }
+
+
+def build_validators(config: Config, clock: Clock) -> Validators:
+    resolver = Resolver(config.dns_resolvers or None, timeout=config.validation_timeout.total_seconds() / 2)
+    timeout = config.validation_timeout.total_seconds()
+    return Validators({
+        ChallengeType.HTTP_01: Http01Validator(resolver, port=config.http01_port, timeout=timeout),
+        ChallengeType.DNS_01: Dns01Validator(resolver),
+        ChallengeType.TLS_ALPN_01: TlsAlpn01Validator(resolver, port=config.tlsalpn01_port, timeout=timeout),
+        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(FORMATS, TrustStore(), clock),
+    })
+
+
+async def build_services(config: Config, *, clock: Clock | None = None, environ: dict | None = None) -> Services:
+    clock = clock or SystemClock()
+    environ = os.environ if environ is None else environ
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passphrase = environ.get(PASSPHRASE_ENV)
+    authority, _created = load_or_create_ca(
+        config.data_dir, key_type=config.key_type, passphrase=passphrase.encode() if passphrase else None, clock=clock,
+    )
+    store = Store(make_engine(config.database))
+    await migrate(store.engine)
+    nonce_key = await get_or_create_setting(store, NONCE_KEY_SETTING, secrets.token_bytes(32))
+    return Services(
+        config=config, clock=clock, store=store,
+        nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime),
+        authority=authority, issuer=Issuer(authority), profiles=profiles_for(config),
+        validators=build_validators(config, clock),
+    )
+
+
+def build_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[acme_responses], client_max_size=MAX_BODY)
+    app[SERVICES] = services
+    add_routes(app)
+    app.cleanup_ctx.append(_housekeeping)
+    return app
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """Prune redeemed nonces and resume work a stopped replica left half done."""
+    services = app[SERVICES]
+
+    async def loop() -> None:
+        while True:
+            try:
+                await prune_nonces(services.store, services.clock.now())
+                await validation.resume_stale(services)
+                await certificates.resume_stale(services)
+            except Exception:
+                log.exception("housekeeping failed; retrying in %ss", HOUSEKEEPING_INTERVAL)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    task = asyncio.get_running_loop().create_task(loop())
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    await services.store.close()

@@ -1,0 +1,229 @@
+"""Finalization and issuance, certificate download, revocation and renewal info (RFC 8555 §7.4–7.6, RFC 9773).
+
+Issuance is two transactions around one signature: `ready → processing` records the CSR,
+the serial and the issuance time; `processing → valid` stores the certificate. Everything
+the signature depends on is stored first, so a replica that stops in between leaves an
+order that `resume_stale` re-signs with the same serial and validity: the same certificate,
+never a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import josepy as jose
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.auth import AuthenticatedRequest
+from ca.csr import check_csr
+from ca.evidence_json import evidence_from_json
+from ca.identifiers import parse_identifier
+from ca.issuance import ExtraExtension, IssuanceRequest, new_serial
+from ca.model import ALLOWED_REVOCATION_REASONS, Status
+from ca.nonces import b64url_decode
+from ca.orders import OrderView, load_order
+from ca.problems import (
+    AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, ServerInternal, Unauthorized, not_found,
+)
+from ca.renewal import RenewalWindow, authority_key_id_of, parse_cert_id, serial_hex, suggested_window
+from ca.services import Services
+from ca.storage import repository as repo
+from ca.storage.tables import Account, Authorization, Certificate, Order
+
+log = logging.getLogger(__name__)
+BACKDATE = timedelta(minutes=1)  # tolerate clients whose clocks run a little behind
+STALE_ISSUANCE = timedelta(seconds=30)
+
+
+def spki_der(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def account_public_key(account: Account):
+    key = jose.JWK.from_json(account.jwk).key
+    return getattr(key, "_wrapped", key)
+
+
+async def finalize(services: Services, order_id: str, account: Account, payload: dict[str, Any]) -> OrderView:
+    view = await load_order(services, order_id, account)
+    if view.status is not Status.READY:
+        raise OrderNotReady(f"the order is {view.status.value}; it can be finalized only when ready")
+    csr_b64 = payload.get("csr")
+    if not isinstance(csr_b64, str):
+        raise Malformed("finalize payload must carry the CSR in csr (base64url DER)")
+    try:
+        csr_der = b64url_decode(csr_b64)
+    except ValueError:
+        raise BadCSR("csr is not unpadded base64url") from None
+    identifiers = [parse_identifier(i) for i in view.order.identifiers]
+    csr = check_csr(csr_der, identifiers=identifiers, account_public_key=account_public_key(account),
+                    key_policy=services.key_policy)
+    await _check_attested_key(services, view.order.id, spki_der(csr.public_key()))
+    now = services.clock.now()
+    async with services.store.transaction() as session:
+        started = await repo.transition(session, Order, Order.id, order_id, [Status.READY.value],
+                                        status=Status.PROCESSING.value, csr=csr_der,
+                                        serial=serial_hex(new_serial()), issuance_started=now)
+    if not started:
+        raise OrderNotReady("the order was finalized concurrently")
+    await issue(services, order_id)
+    return await load_order(services, order_id, account)
+
+
+async def _check_attested_key(services: Services, order_id: str, csr_spki: bytes) -> None:
+    from ca.challenges.device_attest import csr_key_matches_evidence
+
+    for evidence in await _evidence_of(services, order_id):
+        csr_key_matches_evidence(csr_spki, evidence)
+
+
+async def _evidence_of(services: Services, order_id: str) -> list:
+    async with services.store.transaction() as session:
+        authzs = await repo.authorizations_of_order(session, order_id)
+    return [evidence_from_json(a.evidence) for a in authzs if a.evidence]
+
+
+async def issue(services: Services, order_id: str) -> None:
+    """Sign the certificate of an order in `processing` and store it; idempotent across replicas."""
+    async with services.store.transaction() as session:
+        order = await session.get(Order, order_id)
+    if order is None or order.status != Status.PROCESSING.value:
+        return
+    try:
+        request = await _issuance_request(services, order)
+        issued = services.issuer.issue(request)
+    except Exception:
+        log.exception("issuance failed for order %s", order_id)
+        await _fail_order(services, order_id, ServerInternal("issuance failed; the error is logged on the server"))
+        return
+    cert = Certificate(
+        serial=order.serial, account_id=order.account_id, order_id=order.id, der=issued.der,
+        key_spki_sha256=hashlib.sha256(spki_der(request.public_key)).hexdigest(),
+        identifiers=list(order.identifiers), not_before=issued.not_before, not_after=issued.not_after,
+    )
+    async with services.store.transaction() as session:
+        if await repo.transition(session, Order, Order.id, order_id, [Status.PROCESSING.value],
+                                 status=Status.VALID.value, certificate_id=order.serial):
+            session.add(cert)
+
+
+async def _issuance_request(services: Services, order: Order) -> IssuanceRequest:
+    csr = x509.load_der_x509_csr(order.csr)
+    profile = services.profiles[order.profile]
+    not_before = order.not_before or (order.issuance_started - BACKDATE)
+    if order.not_after:
+        profile = replace(profile, lifetime=order.not_after - not_before)
+    extensions = tuple(_posture_extensions(await _evidence_of(services, order.id), order.issuance_started))
+    return IssuanceRequest(
+        public_key=csr.public_key(), identifiers=tuple(parse_identifier(i) for i in order.identifiers),
+        profile=profile, serial=int(order.serial, 16), not_before=not_before, extra_extensions=extensions,
+    )
+
+
+def _posture_extensions(evidences: list, attested_at: datetime) -> list:
+    if not evidences:
+        return []
+    from ca.posture import posture_extension
+
+    return [ExtraExtension(posture_extension(evidences[0], attested_at), critical=False)]
+
+
+async def _fail_order(services: Services, order_id: str, problem) -> None:
+    doc = problem.to_json()
+    async with services.store.transaction() as session:
+        await repo.transition(session, Order, Order.id, order_id, [Status.PROCESSING.value],
+                              status=Status.INVALID.value, error=doc)
+
+
+async def resume_stale(services: Services) -> int:
+    older_than = services.clock.now() - STALE_ISSUANCE
+    async with services.store.transaction() as session:
+        stale = await repo.stale_processing_orders(session, older_than)
+    for order in stale:
+        await issue(services, order.id)
+    return len(stale)
+
+
+async def certificate_chain(services: Services, serial: str, account: Account) -> bytes:
+    async with services.store.transaction() as session:
+        cert = await session.get(Certificate, serial)
+    if cert is None:
+        raise not_found("certificate")
+    if cert.account_id != account.id:
+        raise Unauthorized("the certificate belongs to a different account")
+    leaf = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM)
+    return leaf + services.authority.intermediate_pem
+
+
+async def revoke(services: Services, request: AuthenticatedRequest) -> None:
+    """§7.6: by the issuing account (or one holding valid authorizations for every identifier) or by the certificate's key."""
+    payload = request.payload()
+    cert_b64, reason = payload.get("certificate"), payload.get("reason", 0)
+    if not isinstance(cert_b64, str):
+        raise Malformed("revocation payload must carry the certificate (base64url DER)")
+    if not isinstance(reason, int) or isinstance(reason, bool) or reason not in ALLOWED_REVOCATION_REASONS:
+        raise BadRevocationReason(f"reason {reason!r} is not allowed; allowed: {sorted(ALLOWED_REVOCATION_REASONS)}")
+    try:
+        presented = x509.load_der_x509_certificate(b64url_decode(cert_b64))
+    except ValueError:
+        raise Malformed("certificate is not base64url DER of an X.509 certificate") from None
+    async with services.store.transaction() as session:
+        cert = await session.get(Certificate, serial_hex(presented.serial_number))
+        if cert is None or cert.der != presented.public_bytes(serialization.Encoding.DER):
+            raise not_found("a certificate issued by this CA with that serial")
+        await _authorize_revocation(session, request, cert, presented)
+        if cert.revoked_at is not None:
+            raise AlreadyRevoked(f"certificate {cert.serial} was revoked at {cert.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+        cert.revoked_at, cert.revocation_reason = services.clock.now(), reason
+        session.add(cert)
+
+
+async def _authorize_revocation(session, request: AuthenticatedRequest, cert: Certificate, presented: x509.Certificate) -> None:
+    if request.account is None:  # signed with a jwk: must be the certificate's own key
+        if spki_der(account_public_key_from_jwk(request.jwk)) != spki_der(presented.public_key()):
+            raise Unauthorized("the JWS key is not the certificate's key")
+        return
+    if request.account.id == cert.account_id:
+        return
+    if not await _holds_authorizations(session, request.account.id, cert.identifiers):
+        raise Unauthorized("the account neither owns the certificate nor holds valid authorizations for its identifiers")
+
+
+def account_public_key_from_jwk(jwk: jose.JWK):
+    return getattr(jwk.key, "_wrapped", jwk.key)
+
+
+async def _holds_authorizations(session, account_id: str, identifiers: list[dict]) -> bool:
+    from sqlalchemy import select
+
+    for ident in identifiers:
+        value = ident["value"][2:] if ident["value"].startswith("*.") else ident["value"]
+        found = await session.execute(
+            select(Authorization.id).where(
+                Authorization.account_id == account_id, Authorization.status == Status.VALID.value,
+                Authorization.identifier_type == ident["type"], Authorization.identifier_value == value,
+            ).limit(1)
+        )
+        if found.first() is None:
+            return False
+    return True
+
+
+async def renewal_info(services: Services, cert_id_text: str) -> RenewalWindow:
+    serial = parse_cert_id(cert_id_text)
+    if authority_key_id_of(cert_id_text) != _intermediate_key_id(services):
+        raise not_found("a certificate of this CA with that authority key identifier")
+    async with services.store.transaction() as session:
+        cert = await session.get(Certificate, serial)
+    if cert is None:
+        raise not_found("certificate")
+    return suggested_window(cert.not_before, cert.not_after, cert.revoked_at is not None, services.clock.now())
+
+
+def _intermediate_key_id(services: Services) -> bytes:
+    return services.authority.intermediate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest

@@ -1,0 +1,113 @@
+"""The `acmeda` command: `serve` runs the CA; `eab` and `db` are operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from ca import config as config_mod
+from ca.app import build_app, build_services
+from ca.links import Links
+from ca.pki import load_or_create_tls_certificate
+
+log = logging.getLogger("acmeda")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acmeda", description="acmeda: an ACME certificate authority for devices and AI agents.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the CA (creates its keys and database on first start)",
+                                description="Run the ACME CA. Every setting is optional; flags beat ACMEDA_* environment variables, which beat the TOML file.")
+    config_mod.add_arguments(serve)
+    eab = commands.add_parser("eab", help="manage external account binding keys")
+    eab_commands = eab.add_subparsers(dest="eab_command", required=True, metavar="ACTION")
+    create = eab_commands.add_parser("create", help="create an EAB key (prints its key id and HMAC key)")
+    create.add_argument("--label", default="", help="a note to remember what the key is for")
+    config_mod.add_arguments(create)
+    db = commands.add_parser("db", help="database tools")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="apply schema migrations and exit")
+    config_mod.add_arguments(upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = config_mod.load(args)
+    except (ValueError, OSError) as exc:
+        print(f"acmeda: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return asyncio.run(_serve(config))
+    if args.command == "eab":
+        return asyncio.run(_eab_create(config, args.label))
+    return asyncio.run(_db_upgrade(config))
+
+
+def _base_url(config: config_mod.Config) -> str:
+    if config.base_url:
+        return config.base_url.rstrip("/")
+    host, port = config.listen_host_port
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    return f"{'https' if config.tls else 'http'}://{shown}:{port}"
+
+
+async def _serve(config: config_mod.Config) -> int:
+    services = await build_services(config)
+    ssl_context = None
+    if config.tls:
+        cert_path, key_path = load_or_create_tls_certificate(config.data_dir, services.authority, config.tls_hostnames, services.clock)
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(cert_path, key_path)
+    authority = services.authority
+    print(f"acmeda: ACME directory {Links(_base_url(config)).directory()}", flush=True)
+    print(f"acmeda: root certificate {authority.root_path}", flush=True)
+    print(f"acmeda: root SHA-256 fingerprint {authority.root_fingerprint_sha256}", flush=True)
+    print(f"acmeda: database {config.database if config.database_url is None else 'postgresql'}", flush=True)
+    runner = web.AppRunner(build_app(services), access_log=None)
+    await runner.setup()
+    host, port = config.listen_host_port
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("acmeda: ready", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+async def _eab_create(config: config_mod.Config, label: str) -> int:
+    from ca.accounts import create_eab_key
+
+    services = await build_services(config)
+    try:
+        key_id, hmac_key = await create_eab_key(services, label)
+    finally:
+        await services.store.close()
+    print(f"key id:   {key_id}\nhmac key: {hmac_key}")
+    return 0
+
+
+async def _db_upgrade(config: config_mod.Config) -> int:
+    from ca.storage.db import make_engine, migrate
+
+    engine = make_engine(config.database)
+    await migrate(engine)
+    await engine.dispose()
+    print("acmeda: database schema is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

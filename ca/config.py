@@ -1,0 +1,146 @@
+"""Configuration: one declarative table of settings, read from flags, environment and TOML.
+
+Precedence, highest first: command-line flag, environment variable `ACMEDA_<NAME>`,
+the TOML file (`--config` or `ACMEDA_CONFIG`), the default. Every setting has a default,
+so `acmeda serve` runs with none given. The CA key passphrase is read only from the
+environment (`ACMEDA_KEY_PASSPHRASE`), never from flags or files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ca.keys import KeyType
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str | int | timedelta) -> timedelta:
+    """'90s', '15m', '24h', '7d' (or plain seconds) → timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, int):
+        return timedelta(seconds=text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d (e.g. 24h)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"invalid boolean {text!r}")
+
+
+def _list(text: str | list) -> tuple[str, ...]:
+    if isinstance(text, (list, tuple)):
+        return tuple(str(x) for x in text)
+    return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def _opt_str(text: Any) -> str | None:
+    return None if text in (None, "") else str(text)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default=Path("acmeda-data"), metadata={"help": "where keys, certificates and the SQLite database live", "parse": Path})
+    listen: str = field(default="127.0.0.1:8443", metadata={"help": "address and port to serve ACME on (HOST:PORT; [::1]:PORT for IPv6)"})
+    base_url: str | None = field(default=None, metadata={"help": "public base URL (e.g. https://ca.example:8443); default: from each request's Host", "parse": _opt_str})
+    database_url: str | None = field(default=None, metadata={"help": "postgresql://user@host/db for replicas; default: SQLite in the data directory", "parse": _opt_str})
+    key_type: KeyType = field(default=KeyType.ECDSA_P256, metadata={"help": "CA key type on first start: " + ", ".join(k.value for k in KeyType), "parse": KeyType})
+    tls: bool = field(default=True, metadata={"help": "serve HTTPS with a certificate from the CA itself (false: plain HTTP behind a TLS proxy)", "parse": _bool})
+    tls_hostnames: tuple[str, ...] = field(default=(), metadata={"help": "extra names/IPs for the server's own TLS certificate (comma-separated)", "parse": _list})
+    require_eab: bool = field(default=False, metadata={"help": "require external account binding on new accounts", "parse": _bool})
+    terms_of_service: str | None = field(default=None, metadata={"help": "terms-of-service URL; when set, new accounts must agree to it", "parse": _opt_str})
+    website: str | None = field(default=None, metadata={"help": "website URL shown in the directory meta", "parse": _opt_str})
+    server_cert_lifetime: timedelta = field(default=timedelta(days=7), metadata={"help": "lifetime of dns/ip (serverAuth) certificates", "parse": parse_duration})
+    device_cert_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "lifetime of device (clientAuth) certificates", "parse": parse_duration})
+    order_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "how long a new order (and its authorizations) may stay unfinished", "parse": parse_duration})
+    nonce_lifetime: timedelta = field(default=timedelta(minutes=30), metadata={"help": "how long an issued nonce stays redeemable", "parse": parse_duration})
+    http01_port: int = field(default=80, metadata={"help": "port the http-01 validator connects to", "parse": int})
+    tlsalpn01_port: int = field(default=443, metadata={"help": "port the tls-alpn-01 validator connects to", "parse": int})
+    dns_resolvers: tuple[str, ...] = field(default=(), metadata={"help": "DNS servers for validation (HOST or HOST:PORT, comma-separated); default: the system's", "parse": _list})
+    validation_timeout: timedelta = field(default=timedelta(seconds=10), metadata={"help": "time limit of one challenge validation", "parse": parse_duration})
+    orders_per_account_per_hour: int = field(default=3000, metadata={"help": "rate limit of new orders per account per hour (0: none)", "parse": int})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    @property
+    def database(self) -> str:
+        return self.database_url or str(self.data_dir / "acmeda.db")
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"invalid listen address {self.listen!r}: use HOST:PORT")
+        return host.strip("[]"), int(port)
+
+
+def _parser_for(name: str) -> Callable[[Any], Any]:
+    meta = next(f.metadata for f in fields(Config) if f.name == name)
+    return meta.get("parse", str)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (`--data-dir`, `--listen`, …), each defaulting to 'not given'."""
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (also ACMEDA_CONFIG)")
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        env = "ACMEDA_" + f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                            help=f"{f.metadata['help']} [env {env}; default {_show(f.default)}]")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    given = vars(args) if args is not None else {}
+    config_path = given.get("config") or environ.get("ACMEDA_CONFIG")
+    from_file = _read_toml(Path(config_path)) if config_path else {}
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        raw = given.get(f.name)
+        source = f"--{f.name.replace('_', '-')}"
+        if raw is None and f"ACMEDA_{f.name.upper()}" in environ:
+            raw, source = environ[f"ACMEDA_{f.name.upper()}"], f"ACMEDA_{f.name.upper()}"
+        if raw is None and f.name in from_file:
+            raw, source = from_file[f.name], f"{config_path}: {f.name}"
+        if raw is not None:
+            try:
+                values[f.name] = _parser_for(f.name)(raw)
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+    return Config(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    known = {f.name for f in fields(Config)}
+    normalised = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = set(normalised) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown settings: {', '.join(sorted(unknown))}")
+    return normalised

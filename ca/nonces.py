@@ -1,0 +1,82 @@
+"""Anti-replay nonces (RFC 8555 §6.5) that any replica can mint and exactly one can redeem.
+
+A nonce is `base64url(issued_at ‖ random ‖ HMAC(key, issued_at ‖ random)[:16])`. Minting
+needs no database round trip: every replica holds the same key (kept in the database).
+Redemption inserts the nonce into `used_nonce`, whose primary key makes a second
+redemption fail on any replica. Nonces older than `lifetime` are refused without a
+lookup, so the table only ever holds nonces younger than that and is pruned by age.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from ca.clock import Clock
+from ca.problems import BadNonce
+
+_TIME_LEN, _RANDOM_LEN, _MAC_LEN = 8, 16, 16
+_NONCE_LEN = _TIME_LEN + _RANDOM_LEN + _MAC_LEN
+NONCE_KEY_SETTING = "nonce-hmac-key"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict base64url without padding (RFC 8555 §6.1): reject padding and foreign characters."""
+    if not isinstance(text, str) or "=" in text or not text.isascii():
+        raise ValueError("not unpadded base64url")
+    if any(c in "+/" for c in text):
+        raise ValueError("not base64url (found + or /)")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class NonceService:
+    def __init__(
+        self,
+        key: bytes,
+        clock: Clock,
+        *,
+        lifetime: timedelta = timedelta(minutes=30),
+        randbytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        if len(key) < 32:
+            raise ValueError("nonce key must be at least 32 bytes")
+        self._key = key
+        self._clock = clock
+        self._randbytes = randbytes
+        self.lifetime = lifetime
+
+    def issue(self) -> str:
+        issued = int(self._clock.now().timestamp()).to_bytes(_TIME_LEN, "big")
+        body = issued + self._randbytes(_RANDOM_LEN)
+        return b64url(body + self._mac(body))
+
+    def check(self, nonce: str) -> datetime:
+        """Check a nonce's form, origin and age; return when it stops being redeemable.
+
+        Redemption (single use) is the store's job: see `ca.storage.repository.redeem_nonce`.
+        """
+        try:
+            raw = b64url_decode(nonce)
+        except ValueError:
+            raise BadNonce("nonce is not base64url") from None
+        if len(raw) != _NONCE_LEN:
+            raise BadNonce("nonce was not issued by this server (wrong length)")
+        body, mac = raw[:-_MAC_LEN], raw[-_MAC_LEN:]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise BadNonce("nonce was not issued by this server")
+        issued = datetime.fromtimestamp(int.from_bytes(body[:_TIME_LEN], "big"), timezone.utc)
+        expires = issued + self.lifetime
+        if self._clock.now() >= expires:
+            raise BadNonce("nonce has expired")
+        return expires
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_LEN]

@@ -1,0 +1,178 @@
+"""Order flows (RFC 8555 §7.4, RFC 9773 `replaces`): new order, views, authorization deactivation."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Sequence
+
+from sqlalchemy import func, or_, select, update
+
+from ca.challenges.registry import challenge_types_for
+from ca.identifiers import Identifier, IdentifierType, parse_identifier
+from ca.issuance import Profile, profile_for
+from ca.model import Status, authorization_status, order_status
+from ca.problems import AlreadyReplaced, Malformed, RateLimited, Unauthorized, not_found
+from ca.renewal import parse_cert_id
+from ca.services import Services
+from ca.storage import repository as repo
+from ca.storage.tables import Account, Authorization, Certificate, Challenge, Order
+
+MAX_IDENTIFIERS = 100
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order: Order
+    status: Status
+    authz_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuthzView:
+    authz: Authorization
+    status: Status
+    challenges: tuple[Challenge, ...]
+
+
+def parse_order_identifiers(value: Any) -> list[Identifier]:
+    if not isinstance(value, list) or not value:
+        raise Malformed("identifiers must be a non-empty array")
+    if len(value) > MAX_IDENTIFIERS:
+        raise Malformed(f"an order may name at most {MAX_IDENTIFIERS} identifiers")
+    identifiers = [parse_identifier(item) for item in value]
+    if len(set(identifiers)) != len(identifiers):
+        raise Malformed("identifiers must not repeat")
+    return identifiers
+
+
+def _parse_time(payload: dict[str, Any], name: str) -> datetime | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise Malformed(f"{name} is not an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        raise Malformed(f"{name} must carry a time zone")
+    return moment
+
+
+def _validity_window(payload: dict[str, Any], profile: Profile, now: datetime) -> tuple[datetime | None, datetime | None]:
+    not_before, not_after = _parse_time(payload, "notBefore"), _parse_time(payload, "notAfter")
+    start = not_before or now
+    if not_before is not None and not (now - timedelta(hours=1) <= not_before <= now + timedelta(days=7)):
+        raise Malformed("notBefore must lie between one hour ago and seven days from now")
+    if not_after is not None and not (start < not_after <= start + profile.lifetime):
+        raise Malformed(f"notAfter must be after notBefore and at most {profile.lifetime} after it (profile {profile.name})")
+    return not_before, not_after
+
+
+async def new_order(services: Services, account: Account, payload: dict[str, Any]) -> OrderView:
+    now = services.clock.now()
+    identifiers = parse_order_identifiers(payload.get("identifiers"))
+    profile = profile_for(identifiers, services.profiles)
+    not_before, not_after = _validity_window(payload, profile, now)
+    order = Order(
+        id=repo.new_id(), account_id=account.id, status=Status.PENDING.value,
+        identifiers=[i.to_json() for i in identifiers], profile=profile.name,
+        expires=now + services.config.order_lifetime, not_before=not_before, not_after=not_after,
+        created_at=now,
+    )
+    async with services.store.transaction() as session:
+        await _check_rate_limit(session, services, account, now)
+        if "replaces" in payload:
+            order.replaces = await _claim_replacement(session, account, payload["replaces"], order.id, identifiers)
+        session.add(order)
+        authz_ids = [_add_authorization(session, order, identifier) for identifier in identifiers]
+    return OrderView(order, Status.PENDING, tuple(authz_ids))
+
+
+async def _check_rate_limit(session, services: Services, account: Account, now: datetime) -> None:
+    limit = services.config.orders_per_account_per_hour
+    if limit <= 0:
+        return
+    since = now - timedelta(hours=1)
+    result = await session.execute(
+        select(func.count()).select_from(Order).where(Order.account_id == account.id, Order.created_at >= since)
+    )
+    if result.scalar_one() >= limit:
+        raise RateLimited(f"too many new orders: at most {limit} per account per hour", headers={"Retry-After": "60"})
+
+
+async def _claim_replacement(session, account: Account, cert_id: Any, order_id: str, identifiers: Sequence[Identifier]) -> str:
+    """RFC 9773 §5: mark the named certificate replaced by this order, once."""
+    if not isinstance(cert_id, str):
+        raise Malformed("replaces must be an ARI certificate identifier string")
+    serial = parse_cert_id(cert_id)
+    cert = await session.get(Certificate, serial)
+    if cert is None or cert.account_id != account.id:
+        raise Malformed(f"replaces names certificate {cert_id!r}, which this account was not issued", status=404 if cert is None else 400)
+    if not {(i["type"], i["value"]) for i in cert.identifiers} & {(i.type.value, i.value) for i in identifiers}:
+        raise Malformed("the replacement order shares no identifier with the certificate it replaces")
+    failed = select(Order.id).where(Order.status == Status.INVALID.value)
+    claimed = await session.execute(
+        update(Certificate)
+        .where(Certificate.serial == serial, or_(Certificate.replaced_by.is_(None), Certificate.replaced_by.in_(failed)))
+        .values(replaced_by=order_id)
+    )
+    if claimed.rowcount != 1:
+        raise AlreadyReplaced(f"certificate {cert_id} has already been replaced")
+    return cert_id
+
+
+def _add_authorization(session, order: Order, identifier: Identifier) -> str:
+    wildcard = identifier.is_wildcard
+    value = identifier.value[2:] if wildcard else identifier.value
+    authz = Authorization(
+        id=repo.new_id(), order_id=order.id, account_id=order.account_id, identifier_type=identifier.type.value,
+        identifier_value=value, wildcard=wildcard, status=Status.PENDING.value, expires=order.expires,
+    )
+    session.add(authz)
+    for kind in challenge_types_for(identifier):
+        session.add(Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
+                              token=secrets.token_urlsafe(32), status=Status.PENDING.value))
+    return authz.id
+
+
+async def load_order(services: Services, order_id: str, account: Account) -> OrderView:
+    now = services.clock.now()
+    async with services.store.transaction() as session:
+        order = await session.get(Order, order_id)
+        if order is None:
+            raise not_found("order")
+        if order.account_id != account.id:
+            raise Unauthorized("the order belongs to a different account")
+        authzs = await repo.authorizations_of_order(session, order.id)
+    statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
+    status = order_status(Status(order.status), order.expires, statuses, now)
+    return OrderView(order, status, tuple(a.id for a in authzs))
+
+
+async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
+    async with services.store.transaction() as session:
+        authz = await session.get(Authorization, authz_id)
+        if authz is None:
+            raise not_found("authorization")
+        if authz.account_id != account.id:
+            raise Unauthorized("the authorization belongs to a different account")
+        challenges = await repo.challenges_of(session, [authz.id])
+    status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
+    return AuthzView(authz, status, tuple(challenges))
+
+
+async def deactivate_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
+    """§7.5.2: a pending or valid authorization may be deactivated; its order becomes invalid."""
+    view = await load_authorization(services, authz_id, account)
+    if view.status not in (Status.PENDING, Status.VALID):
+        raise Malformed(f"an authorization that is {view.status.value} cannot be deactivated")
+    async with services.store.transaction() as session:
+        done = await repo.transition(session, Authorization, Authorization.id, authz_id,
+                                     [Status.PENDING.value, Status.VALID.value], status=Status.DEACTIVATED.value)
+        if not done:
+            raise Malformed("the authorization changed state concurrently; fetch it again")
+        await repo.transition(session, Order, Order.id, view.authz.order_id,
+                              [Status.PENDING.value, Status.READY.value], status=Status.INVALID.value)
+    return await load_authorization(services, authz_id, account)

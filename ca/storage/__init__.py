@@ -1,0 +1,1 @@
+"""Persistence of the CA: SQLModel tables, the engine, migrations, and the repository."""

@@ -1,0 +1,145 @@
+"""Challenge responses and their validation (RFC 8555 §7.5.1, §8).
+
+A client's POST moves a pending challenge to `processing` (once: a token validates
+once) and starts validation in the background; the result moves the challenge, its
+authorization and, when all its authorizations are valid, its order in one transaction.
+A replica that dies mid-validation leaves `processing` rows that `resume_stale` picks up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ca.challenges import ValidationRequest, ValidationResult, key_authorization
+from ca.evidence_json import evidence_to_json
+from ca.identifiers import Identifier, IdentifierType
+from ca.jws import thumbprint_of_json
+from ca.model import Status, authorization_status
+from ca.orders import AuthzView, load_authorization
+from ca.problems import AcmeProblem, Connection, Malformed, ServerInternal, Unauthorized, not_found
+from ca.services import Services
+from ca.storage import repository as repo
+from ca.storage.tables import Account, Authorization, Challenge, Order
+
+log = logging.getLogger(__name__)
+
+
+async def respond(services: Services, challenge_id: str, account: Account, payload: dict[str, Any] | None) -> tuple[Challenge, str]:
+    """Handle a POST to a challenge URL; return the challenge and its authorization id."""
+    async with services.store.transaction() as session:
+        challenge = await session.get(Challenge, challenge_id)
+        if challenge is None:
+            raise not_found("challenge")
+        authz = await session.get(Authorization, challenge.authz_id)
+        assert authz is not None
+        if authz.account_id != account.id:
+            raise Unauthorized("the challenge belongs to a different account")
+        if payload is None or challenge.status != Status.PENDING.value:
+            return challenge, authz.id  # POST-as-GET, or a repeated response: report the state
+        status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
+        if status is not Status.PENDING:
+            raise Malformed(f"the authorization is {status.value}; its challenges can no longer be answered")
+        now = services.clock.now()
+        claimed = await repo.transition(session, Challenge, Challenge.id, challenge.id, [Status.PENDING.value],
+                                        status=Status.PROCESSING.value, processing_since=now, payload=payload)
+    if claimed:
+        schedule(services, challenge.id)
+    async with services.store.transaction() as session:
+        fresh = await session.get(Challenge, challenge_id)
+    assert fresh is not None
+    return fresh, authz.id
+
+
+_tasks: set[asyncio.Task] = set()
+
+
+def schedule(services: Services, challenge_id: str) -> None:
+    task = asyncio.get_running_loop().create_task(validate(services, challenge_id))
+    _tasks.add(task)  # keep a reference so the task is not collected mid-flight
+    task.add_done_callback(_tasks.discard)
+
+
+async def validate(services: Services, challenge_id: str) -> None:
+    async with services.store.transaction() as session:
+        challenge = await session.get(Challenge, challenge_id)
+        if challenge is None or challenge.status != Status.PROCESSING.value:
+            return
+        authz = await session.get(Authorization, challenge.authz_id)
+        account = await session.get(Account, authz.account_id) if authz else None
+    if authz is None or account is None:
+        return
+    thumb = thumbprint_of_json(account.jwk) or ""
+    identifier = Identifier(IdentifierType(authz.identifier_type), authz.identifier_value)
+    request = ValidationRequest(identifier, challenge.token, key_authorization(challenge.token, thumb),
+                                challenge.payload or {}, thumb)
+    result, problem = await _run_validator(services, challenge.type, request)
+    await _record_outcome(services, challenge, authz, result, problem)
+
+
+async def _run_validator(services: Services, kind: str, request: ValidationRequest) -> tuple[ValidationResult | None, AcmeProblem | None]:
+    timeout = services.config.validation_timeout.total_seconds()
+    try:
+        validator = services.validators.validator_for(kind)
+        return await asyncio.wait_for(validator.validate(request), timeout), None
+    except AcmeProblem as problem:
+        return None, problem
+    except asyncio.TimeoutError:
+        return None, Connection(f"validation did not finish within {timeout:g} seconds")
+    except Exception:
+        log.exception("validator %s failed unexpectedly for %s", kind, request.identifier)
+        return None, ServerInternal("the validator failed unexpectedly; the error is logged on the server")
+
+
+async def _record_outcome(services: Services, challenge: Challenge, authz: Authorization,
+                          result: ValidationResult | None, problem: AcmeProblem | None) -> None:
+    now = services.clock.now()
+    valid = problem is None
+    outcome = Status.VALID if valid else Status.INVALID
+    async with services.store.transaction() as session:
+        moved = await repo.transition(
+            session, Challenge, Challenge.id, challenge.id, [Status.PROCESSING.value], status=outcome.value,
+            validated=now if valid else None, error=None if valid else _error_doc(problem, authz),
+            record=[dict(result.record)] if result and result.record else None,
+        )
+        if not moved:
+            return  # another replica recorded the outcome first
+        evidence = evidence_to_json(result.evidence) if result and result.evidence is not None else None
+        await repo.transition(session, Authorization, Authorization.id, authz.id, [Status.PENDING.value],
+                              status=outcome.value, evidence=evidence)
+        await _advance_order(session, authz.order_id, valid)
+
+
+def _error_doc(problem: AcmeProblem | None, authz: Authorization) -> dict[str, Any]:
+    assert problem is not None
+    doc = problem.to_json()
+    doc.pop("status", None)
+    return doc
+
+
+async def _advance_order(session, order_id: str, authz_valid: bool) -> None:
+    if not authz_valid:
+        await repo.transition(session, Order, Order.id, order_id, [Status.PENDING.value], status=Status.INVALID.value)
+        return
+    authzs = await repo.authorizations_of_order(session, order_id)
+    if all(a.status == Status.VALID.value for a in authzs):
+        await repo.transition(session, Order, Order.id, order_id, [Status.PENDING.value], status=Status.READY.value)
+
+
+async def resume_stale(services: Services) -> int:
+    """Re-run validations left `processing` by a replica that stopped; returns how many."""
+    older_than = services.clock.now() - 2 * services.config.validation_timeout
+    async with services.store.transaction() as session:
+        stale = await repo.stale_processing_challenges(session, older_than)
+        for challenge in stale:  # claim them: bump the timestamp so other replicas skip them
+            challenge.processing_since = services.clock.now()
+            session.add(challenge)
+    for challenge in stale:
+        schedule(services, challenge.id)
+    return len(stale)
+
+
+async def challenge_view(services: Services, challenge_id: str, account: Account) -> AuthzView:
+    challenge, authz_id = await respond(services, challenge_id, account, None)
+    return await load_authorization(services, authz_id, account)

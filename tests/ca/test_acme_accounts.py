@@ -1,0 +1,147 @@
+"""RFC 8555 §7.3: accounts, contacts, external account binding, update, deactivation, key change."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import josepy as jose
+import pytest
+
+from ca.accounts import create_eab_key
+from tests.acme_client import AcmeSession, b64, new_key, sign
+from tests.ca.test_acme_jws import problem
+
+
+async def test_new_account_created_then_returned(acme):
+    created = await acme.new_account({"termsOfServiceAgreed": True, "contact": ["mailto:ops@example.com"]})
+    assert created.status == 201
+    body = await created.json()
+    assert body["status"] == "valid" and body["contact"] == ["mailto:ops@example.com"]
+    assert body["orders"] == created.headers["Location"] + "/orders"
+    again = await acme.post(acme.directory["newAccount"], {}, use_kid=False)
+    assert again.status == 200 and again.headers["Location"] == created.headers["Location"]
+
+
+async def test_only_return_existing_for_unknown_key(acme):
+    response = await acme.post(acme.directory["newAccount"], {"onlyReturnExisting": True}, use_kid=False)
+    await problem(response, "accountDoesNotExist", 400)
+
+
+@pytest.mark.parametrize("contact, kind", [
+    (["tel:+1555"], "unsupportedContact"),
+    (["mailto:"], "invalidContact"),
+    (["mailto:a@example.com?subject=x"], "invalidContact"),
+    (["mailto:a@example.com,b@example.com"], "invalidContact"),
+    ("mailto:a@example.com", "malformed"),
+    ([f"mailto:a{i}@example.com" for i in range(11)], "invalidContact"),
+])
+async def test_contact_rejections(acme, contact, kind):
+    await problem(await acme.new_account({"contact": contact}), kind, 400)
+
+
+async def test_terms_of_service_must_be_agreed_when_configured(start_app):
+    client, _ = await start_app(terms_of_service="https://example.com/tos")
+    acme = AcmeSession(client)
+    await acme.load_directory()
+    assert acme.directory["meta"]["termsOfService"] == "https://example.com/tos"
+    doc = await problem(await acme.new_account({}), "malformed", 400)
+    assert "terms of service" in doc["detail"]
+    assert (await acme.new_account({"termsOfServiceAgreed": True})).status == 201
+
+
+async def test_account_update_and_deactivation(acme):
+    await acme.new_account()
+    updated = await acme.post(acme.kid, {"contact": ["mailto:new@example.com"]})
+    assert (await updated.json())["contact"] == ["mailto:new@example.com"]
+    fetched = await acme.get(acme.kid)
+    assert (await fetched.json())["contact"] == ["mailto:new@example.com"]
+    await problem(await acme.post(acme.kid, {"status": "valid"}), "malformed", 400)
+    gone = await acme.post(acme.kid, {"status": "deactivated"})
+    assert (await gone.json())["status"] == "deactivated"
+    doc = await problem(await acme.new_order([{"type": "ip", "value": "127.0.0.1"}]), "unauthorized", 403)
+    assert "deactivated" in doc["detail"]
+
+
+async def test_another_accounts_url_is_unauthorized(acme):
+    await acme.new_account()
+    other = AcmeSession(acme.http, directory=acme.directory)
+    await other.new_account()
+    await problem(await acme.post(other.kid, None), "unauthorized", 403)
+
+
+def _eab(acme: AcmeSession, key_id: str, hmac_key: bytes, *, url: str | None = None, payload=None) -> dict:
+    protected = b64(json.dumps({"alg": "HS256", "kid": key_id, "url": url or acme.directory["newAccount"]}).encode())
+    body = b64(json.dumps(payload or acme.key.public_key().to_partial_json()).encode())
+    mac = jose.HS256.sign(hmac_key, f"{protected}.{body}".encode())
+    return {"protected": protected, "payload": body, "signature": b64(mac)}
+
+
+async def test_external_account_binding(start_app):
+    client, services = await start_app(require_eab=True)
+    acme = AcmeSession(client)
+    await acme.load_directory()
+    assert acme.directory["meta"]["externalAccountRequired"] is True
+    await problem(await acme.new_account({}), "externalAccountRequired", 400)
+    key_id, key_b64 = await create_eab_key(services, "test")
+    hmac_key = base64.urlsafe_b64decode(key_b64 + "=" * (-len(key_b64) % 4))
+    bad = _eab(acme, key_id, b"wrong-key" * 4)
+    await problem(await acme.new_account({"externalAccountBinding": bad}), "unauthorized", 403)
+    wrong_url = _eab(acme, key_id, hmac_key, url=acme.url("/acme/new-order"))
+    await problem(await acme.new_account({"externalAccountBinding": wrong_url}), "malformed", 400)
+    other_key = _eab(acme, key_id, hmac_key, payload=new_key().public_key().to_partial_json())
+    await problem(await acme.new_account({"externalAccountBinding": other_key}), "malformed", 400)
+    assert (await acme.new_account({"externalAccountBinding": _eab(acme, key_id, hmac_key)})).status == 201
+    second = AcmeSession(client, directory=acme.directory)
+    doc = await problem(await second.new_account({"externalAccountBinding": _eab(second, key_id, hmac_key)}), "unauthorized", 403)
+    assert "already bound" in doc["detail"]
+
+
+async def test_key_change(acme):
+    await acme.new_account()
+    new = new_key()
+    url = acme.directory["keyChange"]
+    inner = sign({"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}, key=new, url=url, nonce=None)
+    response = await acme.post(url, inner)
+    assert response.status == 200, await response.text()
+    old_key = acme.key
+    acme.key = new
+    assert (await acme.get(acme.kid)).status == 200
+    acme.key = old_key
+    await problem(await acme.get(acme.kid), "malformed", 400)  # old key no longer verifies
+
+
+@pytest.mark.parametrize("mutation, kind", [
+    ("wrong-account", "unauthorized"),
+    ("wrong-old-key", "unauthorized"),
+    ("inner-nonce", "malformed"),
+    ("inner-url", "malformed"),
+    ("inner-kid", "malformed"),
+])
+async def test_key_change_rejections(acme, mutation, kind):
+    await acme.new_account()
+    new = new_key()
+    url = acme.directory["keyChange"]
+    payload = {"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}
+    extra, inner_url, nonce = {}, url, None
+    if mutation == "wrong-account":
+        payload["account"] = acme.kid + "x"
+    if mutation == "wrong-old-key":
+        payload["oldKey"] = new_key().public_key().to_partial_json()
+    if mutation == "inner-nonce":
+        nonce = await acme.nonce()
+    if mutation == "inner-url":
+        inner_url = acme.directory["newOrder"]
+    inner = sign(payload, key=new, url=inner_url, nonce=nonce, kid=acme.kid if mutation == "inner-kid" else None)
+    await problem(await acme.post(url, inner), kind)
+
+
+async def test_key_change_to_a_key_in_use_is_conflict(acme):
+    await acme.new_account()
+    other = AcmeSession(acme.http, directory=acme.directory)
+    await other.new_account()
+    url = acme.directory["keyChange"]
+    inner = sign({"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}, key=other.key, url=url, nonce=None)
+    response = await acme.post(url, inner)
+    await problem(response, "malformed", 409)
+    assert response.headers["Location"] == other.kid

@@ -1,0 +1,157 @@
+"""RFC 8555 §6: every JWS and nonce rejection gets the right problem type (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+import josepy as jose
+import pytest
+
+from tests.acme_client import b64, new_key, relative, sign
+
+ACME_ERR = "urn:ietf:params:acme:error:"
+
+
+async def problem(response, type_: str, status: int | None = None) -> dict:
+    assert response.content_type == "application/problem+json", await response.text()
+    doc = await response.json()
+    assert doc["type"] == ACME_ERR + type_, doc
+    if status is not None:
+        assert response.status == status, doc
+    assert doc["detail"]
+    assert response.headers.get("Replay-Nonce"), "error responses must carry a fresh nonce"
+    return doc
+
+
+async def raw_post(acme, url: str, body) -> object:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return await acme.http.post(relative(url), data=data, headers={"Content-Type": "application/jose+json"})
+
+
+async def test_directory_and_nonce_headers(acme):
+    directory = acme.directory
+    for name in ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange", "renewalInfo"):
+        assert directory[name].startswith("http://127.0.0.1:")
+    assert directory["meta"]["externalAccountRequired"] is False
+    head = await acme.http.head("/acme/new-nonce")
+    get = await acme.http.get("/acme/new-nonce")
+    assert (head.status, get.status) == (200, 204)
+    assert head.headers["Replay-Nonce"] != get.headers["Replay-Nonce"]
+    assert head.headers["Cache-Control"] == "no-store"
+    assert 'rel="index"' in head.headers["Link"]
+
+
+async def test_made_up_nonce_is_bad_nonce(acme):
+    response = await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    doc = await problem(response, "badNonce", 400)
+    assert "not issued by this server" in doc["detail"]
+
+
+async def test_missing_nonce_is_bad_nonce(acme):
+    await problem(await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce=None), "badNonce", 400)
+
+
+async def test_replayed_nonce_is_refused_and_a_fresh_one_offered(acme):
+    nonce = await acme.nonce()
+    first = await acme.post(acme.directory["newAccount"], {"termsOfServiceAgreed": True}, use_kid=False, nonce=nonce)
+    assert first.status == 201
+    second = await acme.post(acme.directory["newAccount"], {"termsOfServiceAgreed": True}, use_kid=False, nonce=nonce)
+    doc = await problem(second, "badNonce", 400)
+    assert "already been used" in doc["detail"]
+    retry = await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce=second.headers["Replay-Nonce"])
+    assert retry.status == 200
+
+
+async def test_wrong_url_is_unauthorized(acme):
+    body = sign({}, key=acme.key, url=acme.url("/acme/new-order"), nonce=await acme.nonce())
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "unauthorized", 403)
+    assert "does not match the request URL" in doc["detail"]
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "RS1", ""])
+async def test_disallowed_algorithms(acme, alg):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce(), extra_header={"alg": alg})
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "badSignatureAlgorithm", 400)
+    assert "ES256" in doc["algorithms"] and "none" not in doc["algorithms"]
+
+
+async def test_alg_that_does_not_fit_the_key(acme):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce(), extra_header={"alg": "ES384"})
+    await problem(await raw_post(acme, acme.directory["newAccount"], body), "badSignatureAlgorithm", 400)
+
+
+async def test_bad_signature_is_malformed(acme):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce())
+    body["signature"] = b64(b"\x01" * 64)
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "malformed", 400)
+    assert "signature does not verify" in doc["detail"]
+
+
+async def test_jwk_and_kid_together_is_malformed(acme):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce(),
+                extra_header={"kid": acme.url("/acme/acct/x")})
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "malformed", 400)
+    assert "exactly one of jwk and kid" in doc["detail"]
+
+
+async def test_new_account_with_kid_is_malformed(acme):
+    await acme.new_account()
+    response = await acme.post(acme.directory["newAccount"], {})
+    await problem(response, "malformed", 400)
+
+
+async def test_unknown_kid_is_account_does_not_exist(acme):
+    acme.kid = acme.url("/acme/acct/doesnotexist")
+    await problem(await acme.post(acme.directory["newOrder"], {"identifiers": []}), "accountDoesNotExist", 400)
+
+
+async def test_foreign_kid_url_is_account_does_not_exist(acme):
+    acme.kid = "https://elsewhere.example/acme/acct/1"
+    await problem(await acme.post(acme.directory["newOrder"], {}), "accountDoesNotExist", 400)
+
+
+@pytest.mark.parametrize("body, detail", [
+    (b"not json", "not valid JSON"),
+    ([], "JSON object"),
+    ({"protected": "e30", "payload": "", "signature": "", "header": {}}, "unprotected header"),
+    ({"protected": "e30", "payload": ""}, "'signature' is missing"),
+    ({"protected": "e30=", "payload": "", "signature": ""}, "base64url"),
+    ({"protected": "bm90IGpzb24", "payload": "", "signature": ""}, "protected header is not valid JSON"),
+    ({"signatures": [], "payload": ""}, "flattened"),
+])
+async def test_malformed_jws_structures(acme, body, detail):
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "malformed", 400)
+    assert detail in doc["detail"]
+
+
+async def test_wrong_content_type(acme):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce())
+    response = await acme.http.post(relative(acme.directory["newAccount"]), data=json.dumps(body), headers={"Content-Type": "application/json"})
+    await problem(response, "malformed", 415)
+
+
+async def test_rsa_key_too_small_is_bad_public_key(acme):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    small = jose.JWKRSA(key=rsa.generate_private_key(65537, 1024))
+    response = await acme.post(acme.directory["newAccount"], {}, use_kid=False, key=small, alg=jose.RS256)
+    await problem(response, "badPublicKey", 400)
+
+
+async def test_unknown_path_and_method(acme):
+    await problem(await acme.http.get("/acme/nothing-here"), "malformed", 404)
+    await problem(await acme.http.get("/acme/new-account"), "malformed", 405)
+
+
+async def test_post_as_get_to_resource_needing_payload(acme):
+    await acme.new_account()
+    doc = await problem(await acme.post(acme.directory["newOrder"], None), "malformed", 400)
+    assert "POST-as-GET" in doc["detail"]
+
+
+async def test_signed_by_another_accounts_key_is_malformed(acme):
+    await acme.new_account()
+    other = new_key()
+    response = await acme.post(acme.directory["newOrder"], {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]}, key=other)
+    doc = await problem(response, "malformed", 400)
+    assert "signature" in doc["detail"]
