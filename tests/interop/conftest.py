@@ -1,0 +1,92 @@
+"""A real `acmeda serve` process on loopback, a real DNS server that maps every test name to
+127.0.0.1, and the port the clients answer http-01 on. Nothing leaves the machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.dns_server import DnsServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (make system-deps installs it)")
+        pytest.skip(f"{name} is not installed (make system-deps)")
+    return path
+
+
+@dataclass
+class RunningCA:
+    process: subprocess.Popen
+    directory: str
+    root: Path
+    data_dir: Path
+    http01_port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start_ca(tmp: Path, *, http01_port: int, dns_port: int, extra: list[str] | None = None,
+             env: dict[str, str] | None = None, port: int | None = None) -> RunningCA:
+    port = port or free_port()
+    data_dir = tmp / "ca-data"
+    log = tmp / f"acmeda-{port}.log"
+    command = [sys.executable, "-m", "ca.cli", "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+               "--http01-port", str(http01_port), "--dns-resolvers", f"127.0.0.1:{dns_port}", *(extra or [])]
+    handle = log.open("w")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                               cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "acmeda: ready" in text:
+            directory = re.search(r"ACME directory (\S+)", text).group(1)
+            root = Path(re.search(r"root certificate (\S+)", text).group(1))
+            return RunningCA(process, directory, root, data_dir, http01_port, log)
+        if process.poll() is not None:
+            raise AssertionError(f"acmeda serve exited early:\n{text}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"acmeda serve did not become ready:\n{log.read_text()}")
+
+
+def stop_ca(ca: RunningCA) -> None:
+    ca.process.terminate()
+    try:
+        ca.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        ca.process.kill()
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    with DnsServer(catch_all_a="127.0.0.1") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def running_ca(tmp_path_factory, dns_server):
+    tmp = tmp_path_factory.mktemp("interop")
+    ca = start_ca(tmp, http01_port=free_port(), dns_port=dns_server.port)
+    yield ca
+    stop_ca(ca)
