@@ -3,4 +3,170 @@
 `verify_attestation(att_obj, ctx)` decodes the CBOR attestation object `{fmt, attStmt}`
 and dispatches to the format's verifier, returning `Evidence` or raising an
 `AttestationError` that names the failed check.
+
+The attestation object is the WebAuthn one (WebAuthn §6.5.4) as draft-ietf-acme-device-attest-09
+§5 modifies it: `fmt` and `attStmt` are required; `authData` "SHOULD be omitted", so it is
+accepted when present (a byte string) and otherwise ignored; nothing else may appear. The
+decoding is strict: one CBOR item and no trailing bytes, no tags, no duplicate map keys,
+map keys only text or byte strings, no `undefined` or other simple values, bounded depth.
+Callers that must choose the binding by format (the ACME validator) use the three steps
+`decode_attestation_object`, `select_format` and `verify_statement` themselves.
 """
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+import cbor2
+
+from attestation.context import VerificationContext
+from attestation.errors import AttestationError, MalformedStatement, UnsupportedFormat, catch_builtins
+from attestation.evidence import Evidence
+
+if TYPE_CHECKING:  # the registry imports every format; this module needs only the type
+    from attestation.registry import Format
+
+__all__ = [
+    "AttestationError",
+    "AttestationObject",
+    "MAX_ATTESTATION_OBJECT",
+    "decode_attestation_object",
+    "select_format",
+    "verify_attestation",
+    "verify_statement",
+]
+
+MAX_ATTESTATION_OBJECT = 64 * 1024  # octets; generous: a statement with its full chain is a few KiB
+_MAX_DEPTH = 16  # attStmt nests at most a few levels (a map of arrays of byte strings)
+_REQUIRED_KEYS = frozenset({"fmt", "attStmt"})
+_OPTIONAL_KEYS = frozenset({"authData"})
+_PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+_CHECK = "attestation-object"  # the `check` name of every decoding failure here
+
+
+@dataclass(frozen=True)
+class AttestationObject:
+    """A decoded attestation object: the format name, its statement, and the ignored authData."""
+
+    fmt: str
+    att_stmt: Mapping[str, Any]
+    auth_data: bytes | None = None
+
+
+class _RejectAllTags(MappingABC):
+    """`semantic_decoders` that refuse every tag: statements carry none, and tags such as
+    28/29 (shared references) build cyclic objects, 1 dates, 258 sets."""
+
+    def __getitem__(self, tag: int):
+        def reject(*_: Any) -> Any:
+            raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not allowed in an attestation object")
+
+        return reject
+
+    def get(self, tag: int, default: Any = None):  # cbor2 6.2 asks with [] (checked); get() for safety
+        return self[tag]
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _reject_tag(*args: Any) -> Any:
+    """Backstop `tag_hook` (cbor2 6 passes (tag, immutable), cbor2 5 (decoder, tag))."""
+    tags = [a.tag for a in args if isinstance(a, cbor2.CBORTag)]
+    raise cbor2.CBORDecodeError(f"CBOR tag {tags[0] if tags else '?'} is not allowed in an attestation object")
+
+
+def _decode_cbor(data: bytes) -> Any:
+    """Exactly one CBOR data item, strictly; any failure is MalformedStatement."""
+    stream = io.BytesIO(data)
+    try:
+        item = cbor2.CBORDecoder(
+            stream,
+            semantic_decoders=_RejectAllTags(),
+            tag_hook=_reject_tag,
+            max_depth=_MAX_DEPTH,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        ).decode()
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, EOFError) as exc:
+        reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+        raise MalformedStatement(f"attestation object is not valid CBOR: {reason}", check=_CHECK) from exc
+    if stream.tell() != len(data):
+        raise MalformedStatement(
+            f"attestation object has {len(data) - stream.tell()} trailing bytes after the CBOR item", check=_CHECK)
+    _check_plain(item, 0)
+    return item
+
+
+def _check_plain(item: Any, depth: int) -> None:
+    """Only the CBOR major types a statement uses: no undefined, simple values or tag leftovers."""
+    if depth > _MAX_DEPTH:
+        raise MalformedStatement("attestation object nests too deeply", check=_CHECK)
+    if isinstance(item, dict):
+        for key, value in item.items():
+            _check_plain(key, depth + 1)
+            _check_plain(value, depth + 1)
+    elif isinstance(item, list):
+        for value in item:
+            _check_plain(value, depth + 1)
+    elif not isinstance(item, _PLAIN_SCALARS):
+        raise MalformedStatement(f"attestation object contains a CBOR {type(item).__name__}, which is not allowed",
+                                 check=_CHECK)
+
+
+def decode_attestation_object(att_obj: bytes) -> AttestationObject:
+    """Decode `{fmt: tstr, attStmt: map, ? authData: bstr}` strictly (draft-09 §5)."""
+    if not isinstance(att_obj, (bytes, bytearray)):
+        raise MalformedStatement("attestation object is not a byte string", check=_CHECK)
+    if len(att_obj) > MAX_ATTESTATION_OBJECT:
+        raise MalformedStatement(f"attestation object is larger than {MAX_ATTESTATION_OBJECT} octets", check=_CHECK)
+    item = _decode_cbor(bytes(att_obj))
+    if not isinstance(item, dict):
+        raise MalformedStatement(f"attestation object is a CBOR {type(item).__name__}, not a map", check=_CHECK)
+    missing = sorted(_REQUIRED_KEYS - item.keys())
+    if missing:
+        raise MalformedStatement(f"attestation object lacks {', '.join(missing)}", check=_CHECK)
+    extra = sorted(repr(k) for k in item.keys() - _REQUIRED_KEYS - _OPTIONAL_KEYS)
+    if extra:
+        raise MalformedStatement(f"attestation object has unexpected keys {', '.join(extra)}", check=_CHECK)
+    fmt, att_stmt, auth_data = item["fmt"], item["attStmt"], item.get("authData")
+    if not isinstance(fmt, str):
+        raise MalformedStatement("attestation object fmt is not a text string", check=_CHECK)
+    if not isinstance(att_stmt, dict):
+        raise MalformedStatement("attestation object attStmt is not a map", check=_CHECK)
+    if auth_data is not None and not isinstance(auth_data, bytes):
+        raise MalformedStatement("attestation object authData is not a byte string", check=_CHECK)
+    return AttestationObject(fmt=fmt, att_stmt=att_stmt, auth_data=auth_data)
+
+
+def select_format(fmt: str, formats: Mapping[str, Format]) -> Format:
+    """The enabled format named `fmt`; unknown and disabled formats are alike: UnsupportedFormat."""
+    found = formats.get(fmt)
+    if found is None:
+        enabled = ", ".join(sorted(formats)) or "none"
+        raise UnsupportedFormat(f"attestation format {fmt!r} is not enabled on this server; enabled formats: {enabled}")
+    return found
+
+
+def verify_statement(fmt: Format, att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
+    """Run one format's verifier. A parser crash inside it (KeyError, ValueError, …) on
+    untrusted bytes becomes MalformedStatement, so only AttestationError leaves the library."""
+    evidence = catch_builtins(fmt.verify)(att_stmt, ctx)
+    if not isinstance(evidence, Evidence):
+        raise TypeError(f"format {fmt.name!r} returned {type(evidence).__name__}, not Evidence")
+    return evidence
+
+
+def verify_attestation(att_obj: bytes, ctx: VerificationContext, formats: Mapping[str, Format]) -> Evidence:
+    """Decode the attestation object, pick its format among `formats`, verify it against `ctx`."""
+    obj = decode_attestation_object(att_obj)
+    return verify_statement(select_format(obj.fmt, formats), obj.att_stmt, ctx)

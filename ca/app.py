@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 from contextlib import suppress
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from ca.challenges.registry import Validators
 from ca.challenges.resolver import Resolver
 from ca.challenges.tlsalpn01 import TlsAlpn01Validator
 from attestation.context import TrustStore
-from attestation.registry import FORMATS
+from attestation.registry import FORMATS, Format
 from ca.clock import Clock, SystemClock
 from ca.config import Config
 from ca.issuance import DEFAULT_PROFILES, Issuer
@@ -52,18 +52,19 @@ def profiles_for(config: Config) -> dict:
     }
 
 
-def build_validators(config: Config, clock: Clock) -> Validators:
+def build_validators(config: Config, clock: Clock, formats: Mapping[str, Format] = FORMATS) -> Validators:
     resolver = Resolver(config.dns_resolvers or None, timeout=config.validation_timeout.total_seconds() / 2)
     timeout = config.validation_timeout.total_seconds()
     return Validators({
         ChallengeType.HTTP_01: Http01Validator(resolver, port=config.http01_port, timeout=timeout),
         ChallengeType.DNS_01: Dns01Validator(resolver),
         ChallengeType.TLS_ALPN_01: TlsAlpn01Validator(resolver, port=config.tlsalpn01_port, timeout=timeout),
-        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(FORMATS, TrustStore(), clock),
+        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(formats, TrustStore(), clock),
     })
 
 
-async def build_services(config: Config, *, clock: Clock | None = None, environ: dict | None = None) -> Services:
+async def build_services(config: Config, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None,
+                         formats: Mapping[str, Format] = FORMATS) -> Services:
     clock = clock or SystemClock()
     environ = os.environ if environ is None else environ
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -78,7 +79,7 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
         config=config, clock=clock, store=store,
         nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime),
         authority=authority, issuer=Issuer(authority), profiles=profiles_for(config),
-        validators=build_validators(config, clock),
+        validators=build_validators(config, clock, formats),
     )
 
 

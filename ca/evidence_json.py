@@ -15,6 +15,7 @@ def _b64(data: bytes) -> str:
 
 
 def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
+    """Everything issuance needs; the vendor chain is left out (draft §7.2 keeps no attestation payload)."""
     posture = asdict(evidence.posture)
     posture["extra"] = [list(pair) for pair in evidence.posture.extra]
     return {
@@ -24,7 +25,7 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
         "permanent_identifiers": [{"value": p.value, "assigner": p.assigner} for p in evidence.permanent_identifiers],
         "hardware_modules": [{"hw_type": h.hw_type, "serial": _b64(h.serial)} for h in evidence.hardware_modules],
         "posture": posture,
-        "chain": [_b64(c) for c in evidence.chain],
+        "chain": [],
         "attested_at": evidence.attested_at.isoformat() if evidence.attested_at else None,
     }
 

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
-from ca.challenges import ValidationRequest, ValidationResult, key_authorization
+from ca.challenges import ChallengeType, ValidationRequest, ValidationResult, key_authorization
+from ca.challenges.device_attest import att_obj_from_payload
 from ca.evidence_json import evidence_to_json
 from ca.identifiers import Identifier, IdentifierType
 from ca.jws import thumbprint_of_json
 from ca.model import Status, authorization_status
-from ca.orders import AuthzView, load_authorization
 from ca.problems import AcmeProblem, Connection, Malformed, ServerInternal, Unauthorized, not_found
 from ca.services import Services
 from ca.storage import repository as repo
@@ -38,6 +38,7 @@ async def respond(services: Services, challenge_id: str, account: Account, paylo
             raise Unauthorized("the challenge belongs to a different account")
         if payload is None or challenge.status != Status.PENDING.value:
             return challenge, authz.id  # POST-as-GET, or a repeated response: report the state
+        _check_payload(challenge.type, payload)
         status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
         if status is not Status.PENDING:
             raise Malformed(f"the authorization is {status.value}; its challenges can no longer be answered")
@@ -50,6 +51,12 @@ async def respond(services: Services, challenge_id: str, account: Account, paylo
         fresh = await session.get(Challenge, challenge_id)
     assert fresh is not None
     return fresh, authz.id
+
+
+def _check_payload(kind: str, payload: dict[str, Any]) -> None:
+    """Refuse a malformed response while the challenge is still pending, so the client can fix it."""
+    if kind == ChallengeType.DEVICE_ATTEST_01.value:
+        att_obj_from_payload(payload)
 
 
 _tasks: set[asyncio.Task] = set()
@@ -102,6 +109,7 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
             session, Challenge, Challenge.id, challenge.id, [Status.PROCESSING.value], status=outcome.value,
             validated=now if valid else None, error=None if valid else _error_doc(problem, authz),
             record=[dict(result.record)] if result and result.record else None,
+            payload=None,  # draft-ietf-acme-device-attest §7.2: keep no attestation payload once validated
         )
         if not moved:
             return  # another replica recorded the outcome first
@@ -138,8 +146,3 @@ async def resume_stale(services: Services) -> int:
     for challenge in stale:
         schedule(services, challenge.id)
     return len(stale)
-
-
-async def challenge_view(services: Services, challenge_id: str, account: Account) -> AuthzView:
-    challenge, authz_id = await respond(services, challenge_id, account, None)
-    return await load_authorization(services, authz_id, account)

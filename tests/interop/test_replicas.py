@@ -1,0 +1,117 @@
+"""Two `acmeda serve` replicas share one PostgreSQL database (and the CA's key files): one ACME
+flow alternates between them request by request, as behind a load balancer, and a nonce
+redeemed on one replica is refused on the other."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+import requests
+from cryptography import x509
+
+from tests.acme_client import b64, new_key, sign
+from tests.ca.flow import make_csr
+from tests.interop.conftest import free_port, start_ca, stop_ca
+
+
+class _Tokens(http.server.BaseHTTPRequestHandler):
+    tokens: dict[str, str] = {}
+
+    def do_GET(self) -> None:
+        body = self.tokens.get(self.path.rsplit("/", 1)[-1])
+        self.send_response(200 if body else 404)
+        self.end_headers()
+        if body:
+            self.wfile.write(body.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class AlternatingClient:
+    """Sends each request to the next replica; URLs and JWS `url`s name the shared base URL."""
+
+    def __init__(self, base: str, replicas: list[str], root: str) -> None:
+        self.base, self.replicas, self.turn = base, replicas, 0
+        self.http = requests.Session()
+        self.root = root  # passed per request: a session-level verify loses to REQUESTS_CA_BUNDLE
+        self.key, self.kid = new_key(), None
+        self.seen: list[str] = []
+
+    def _target(self, url: str) -> str:
+        replica = self.replicas[self.turn % len(self.replicas)]
+        self.turn += 1
+        self.seen.append(replica)
+        return replica + url[len(self.base):]
+
+    def nonce(self) -> str:
+        return self.http.head(self._target(self.base + "/acme/new-nonce"), verify=self.root).headers["Replay-Nonce"]
+
+    def post(self, url: str, payload=None, *, nonce: str | None = None) -> requests.Response:
+        body = sign(payload, key=self.key, url=url, nonce=nonce or self.nonce(), kid=self.kid)
+        return self.http.post(self._target(url), data=json.dumps(body), headers={"Content-Type": "application/jose+json"},
+                              verify=self.root)
+
+
+@pytest.fixture
+def replicas(tmp_path, dns_server, postgres_url):
+    http01 = free_port()
+    port_a, port_b = free_port(), free_port()
+    base = f"https://127.0.0.1:{port_a}"
+    common = ["--database-url", postgres_url, "--base-url", base]
+    first = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=common, port=port_a)
+    second = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=common, port=port_b)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", http01), _Tokens)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield base, [f"https://127.0.0.1:{port_a}", f"https://127.0.0.1:{port_b}"], first
+    server.shutdown()
+    server.server_close()
+    stop_ca(first)
+    stop_ca(second)
+
+
+def _poll(client: AlternatingClient, url: str, until: set[str]) -> dict:
+    for _ in range(200):
+        body = client.post(url).json()
+        if body["status"] in until:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{url} stayed {body['status']}")
+
+
+def test_one_flow_across_two_replicas(replicas):
+    base, targets, first = replicas
+    client = AlternatingClient(base, targets, str(first.root))
+    account = client.post(base + "/acme/new-account", {"termsOfServiceAgreed": True})
+    assert account.status_code == 201, account.text
+    client.kid = account.headers["Location"]
+    order = client.post(base + "/acme/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+    assert order.status_code == 201, order.text
+    order_url, body = order.headers["Location"], order.json()
+    authz = client.post(body["authorizations"][0]).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    thumb = b64(client.key.public_key().thumbprint())
+    _Tokens.tokens[challenge["token"]] = f"{challenge['token']}.{thumb}"
+    assert client.post(challenge["url"], {}).status_code == 200
+    assert _poll(client, order_url, {"ready", "invalid"})["status"] == "ready"
+    csr, _ = make_csr(["127.0.0.1"])
+    assert client.post(body["finalize"], {"csr": b64(csr)}).status_code == 200
+    done = _poll(client, order_url, {"valid", "invalid"})
+    chain = client.post(done["certificate"])
+    assert chain.status_code == 200
+    assert x509.load_pem_x509_certificates(chain.content)[0].serial_number == int(done["certificate"].rsplit("/", 1)[1], 16)
+    assert set(client.seen) == set(targets), "both replicas must have served the flow"
+
+
+def test_nonce_redeemed_on_one_replica_is_refused_on_the_other(replicas):
+    base, targets, first = replicas
+    client = AlternatingClient(base, targets, str(first.root))
+    nonce = client.nonce()  # minted by replica A
+    assert client.post(base + "/acme/new-account", {"termsOfServiceAgreed": True}, nonce=nonce).status_code == 201  # redeemed on B
+    replay = client.post(base + "/acme/new-account", {}, nonce=nonce)  # offered to A again
+    assert replay.status_code == 400
+    assert replay.json()["type"] == "urn:ietf:params:acme:error:badNonce"
