@@ -15,7 +15,8 @@ from aiohttp import web
 from ca import config as config_mod
 from ca.app import build_app, build_services
 from ca.links import Links
-from ca.pki import load_or_create_tls_certificate
+from ca.keys import KeyFileError
+from ca.pki import CAStoreError, load_or_create_tls_certificate
 
 log = logging.getLogger("acmeda")
 
@@ -46,11 +47,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acmeda: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        return asyncio.run(_serve(config))
-    if args.command == "eab":
-        return asyncio.run(_eab_create(config, args.label))
-    return asyncio.run(_db_upgrade(config))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start-up
+    try:
+        return asyncio.run(_COMMANDS[args.command](config, args))
+    except (KeyFileError, CAStoreError) as exc:
+        print(f"acmeda: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run_serve(config: config_mod.Config, args: argparse.Namespace) -> int:
+    return await _serve(config)
+
+
+async def _run_eab(config: config_mod.Config, args: argparse.Namespace) -> int:
+    return await _eab_create(config, args.label)
+
+
+async def _run_db(config: config_mod.Config, args: argparse.Namespace) -> int:
+    return await _db_upgrade(config)
 
 
 def _base_url(config: config_mod.Config) -> str:
@@ -102,12 +116,16 @@ async def _eab_create(config: config_mod.Config, label: str) -> int:
 async def _db_upgrade(config: config_mod.Config) -> int:
     from ca.storage.db import make_engine, migrate
 
+    if config.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(config.database)
     await migrate(engine)
     await engine.dispose()
     print("acmeda: database schema is up to date")
     return 0
 
+
+_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "db": _run_db}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,90 @@
+"""`acmeda` as an operator meets it: zero-config first start, the banner, file modes, reuse on
+restart, the key passphrase, `--help` everywhere, and configuration precedence."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import stat
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ca import config as config_mod
+from ca.cli import _parser
+from ca.keys import KeyType
+from tests.interop.conftest import free_port, stop_ca, start_ca
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ca.cli", *args], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def test_zero_config_first_start_then_reuse(tmp_path):
+    ca = start_ca(tmp_path, http01_port=free_port(), dns_port=53)
+    try:
+        stdout = [line for line in ca.output().splitlines() if line.startswith("acmeda:")]
+        assert stdout[0].startswith("acmeda: ACME directory https://127.0.0.1:")
+        assert stdout[1] == f"acmeda: root certificate {ca.data_dir / 'ca' / 'root.pem'}"
+        fingerprint = re.search(r"fingerprint ([0-9a-f]{64})", stdout[2]).group(1)
+    finally:
+        stop_ca(ca)
+    for key in [*(ca.data_dir / "ca").glob("*.key"), *(ca.data_dir / "tls").glob("*.key")]:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert (ca.data_dir / "acmeda.db").exists()
+    again = start_ca(tmp_path, http01_port=free_port(), dns_port=53)
+    try:
+        assert f"fingerprint {fingerprint}" in again.output(), "a restart must reuse the CA"
+    finally:
+        stop_ca(again)
+
+
+def test_passphrase_encrypts_keys_and_is_required_to_start(tmp_path):
+    data = tmp_path / "data"
+    env = {"ACMEDA_KEY_PASSPHRASE": "correct horse"}
+    assert _cli("db", "upgrade", "--data-dir", str(data)).returncode == 0
+    created = _cli("eab", "create", "--data-dir", str(data), env=env)
+    assert created.returncode == 0, created.stderr
+    assert b"ENCRYPTED" in (data / "ca" / "intermediate.key").read_bytes()
+    refused = _cli("eab", "create", "--data-dir", str(data), env={"ACMEDA_KEY_PASSPHRASE": "wrong"})
+    assert refused.returncode == 1 and "intermediate.key" in refused.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["eab"], ["eab", "create"], ["db", "upgrade"]])
+def test_help(args):
+    result = _cli(*args, "--help")
+    assert result.returncode == 0 and "usage: acmeda" in result.stdout
+
+
+def test_bad_setting_is_a_configuration_error():
+    result = _cli("serve", "--server-cert-lifetime", "7 weeks")
+    assert result.returncode == 2 and "--server-cert-lifetime" in result.stderr
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return _parser().parse_args(["serve", *argv])
+
+
+def test_precedence_flags_then_environment_then_file_then_default(tmp_path):
+    toml = tmp_path / "acmeda.toml"
+    toml.write_text('listen = "127.0.0.1:1111"\nkey-type = "rsa-2048"\ndevice_cert_lifetime = "12h"\nhttp01_port = 8080\n')
+    env = {"ACMEDA_CONFIG": str(toml), "ACMEDA_LISTEN": "127.0.0.1:2222", "ACMEDA_HTTP01_PORT": "8081"}
+    config = config_mod.load(_args("--listen", "127.0.0.1:3333"), environ=env)
+    assert config.listen == "127.0.0.1:3333"  # flag beats environment and file
+    assert config.http01_port == 8081  # environment beats file
+    assert config.key_type is KeyType.RSA_2048 and config.device_cert_lifetime == timedelta(hours=12)  # file
+    assert config.server_cert_lifetime == timedelta(days=7)  # default
+
+
+def test_unknown_file_setting_is_refused(tmp_path):
+    toml = tmp_path / "acmeda.toml"
+    toml.write_text("lisen = 'typo'\n")
+    with pytest.raises(ValueError, match="lisen"):
+        config_mod.load(_args("--config", str(toml)), environ={})
