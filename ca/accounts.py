@@ -94,7 +94,7 @@ def _verify_eab(eab: Any, request: AuthenticatedRequest, links: Links) -> tuple[
         raise Malformed("externalAccountBinding must be a JWS object")
     inner = jws.parse_jws(json.dumps(eab).encode(), what="externalAccountBinding")
     header = inner.header
-    if header.get("alg") not in jws.MAC_ALGORITHMS:
+    if not isinstance(header.get("alg"), str) or header["alg"] not in jws.MAC_ALGORITHMS:
         raise Malformed(f"externalAccountBinding alg must be one of {', '.join(sorted(jws.MAC_ALGORITHMS))}")
     if "nonce" in header:
         raise Malformed("externalAccountBinding must not have a nonce")

@@ -77,10 +77,10 @@ def parse_jws(body: bytes, *, what: str = "JWS") -> ParsedJWS:
 
 def signature_algorithm(header: dict[str, Any]) -> jose.JWASignature:
     alg = header.get("alg")
-    if alg in SIGNATURE_ALGORITHMS:
+    if isinstance(alg, str) and alg in SIGNATURE_ALGORITHMS:
         return SIGNATURE_ALGORITHMS[alg]
     raise BadSignatureAlgorithm(
-        f"JWS algorithm {alg!r} is not accepted" + (" (MAC algorithms are only for external account binding)" if alg in MAC_ALGORITHMS else ""),
+        f"JWS algorithm {alg!r} is not accepted" + (" (MAC algorithms are only for external account binding)" if isinstance(alg, str) and alg in MAC_ALGORITHMS else ""),
         fields={"algorithms": sorted(SIGNATURE_ALGORITHMS)},
     )
 
