@@ -27,6 +27,7 @@ from ca.issuance import ExtraExtension, IssuanceRequest, new_serial
 from ca.model import ALLOWED_REVOCATION_REASONS, Status
 from ca.nonces import b64url_decode
 from ca.orders import OrderView, load_order
+from ca.posture import CRITICAL as POSTURE_CRITICAL, posture_extension
 from ca.problems import (
     AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, ServerInternal, Unauthorized, not_found,
 )
@@ -125,12 +126,12 @@ async def _issuance_request(services: Services, order: Order) -> IssuanceRequest
     )
 
 
-def _posture_extensions(evidences: list, attested_at: datetime) -> list:
+def _posture_extensions(evidences: list, issued_at: datetime) -> list:
+    """The posture of the order's attestation (one key attested for every identifier: see finalize)."""
     if not evidences:
         return []
-    from ca.posture import posture_extension
-
-    return [ExtraExtension(posture_extension(evidences[0], attested_at), critical=False)]
+    evidence = evidences[0]
+    return [ExtraExtension(posture_extension(evidence, evidence.attested_at or issued_at), critical=POSTURE_CRITICAL)]
 
 
 async def _fail_order(services: Services, order_id: str, problem) -> None:
