@@ -9,11 +9,11 @@ from typing import Any, Sequence
 
 from sqlalchemy import func, or_, select, update
 
-from ca.challenges.registry import challenge_types_for
+from ca.challenges import ChallengeType
 from ca.identifiers import Identifier, IdentifierType, parse_identifier
 from ca.issuance import Profile, profile_for
 from ca.model import Status, authorization_status, order_status
-from ca.problems import AlreadyReplaced, Malformed, RateLimited, Unauthorized, not_found
+from ca.problems import AlreadyReplaced, Malformed, RateLimited, RejectedIdentifier, Unauthorized, not_found
 from ca.renewal import parse_cert_id
 from ca.services import Services
 from ca.storage import repository as repo
@@ -86,7 +86,8 @@ async def new_order(services: Services, account: Account, payload: dict[str, Any
         if "replaces" in payload:
             order.replaces = await _claim_replacement(session, account, payload["replaces"], order.id, identifiers)
         session.add(order)
-        authz_ids = [_add_authorization(session, order, identifier) for identifier in identifiers]
+        authz_ids = [_add_authorization(session, order, identifier, services.validators.offered_for(identifier))
+                     for identifier in identifiers]
     return OrderView(order, Status.PENDING, tuple(authz_ids))
 
 
@@ -123,7 +124,7 @@ async def _claim_replacement(session, account: Account, cert_id: Any, order_id: 
     return cert_id
 
 
-def _add_authorization(session, order: Order, identifier: Identifier) -> str:
+def _add_authorization(session, order: Order, identifier: Identifier, offered: Sequence[ChallengeType]) -> str:
     wildcard = identifier.is_wildcard
     value = identifier.value[2:] if wildcard else identifier.value
     authz = Authorization(
@@ -131,7 +132,9 @@ def _add_authorization(session, order: Order, identifier: Identifier) -> str:
         identifier_value=value, wildcard=wildcard, status=Status.PENDING.value, expires=order.expires,
     )
     session.add(authz)
-    for kind in challenge_types_for(identifier):
+    if not offered:
+        raise RejectedIdentifier(f"no challenge type able to validate {identifier} is enabled on this server")
+    for kind in offered:
         session.add(Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
                               token=secrets.token_urlsafe(32), status=Status.PENDING.value))
     return authz.id

@@ -108,7 +108,7 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
         moved = await repo.transition(
             session, Challenge, Challenge.id, challenge.id, [Status.PROCESSING.value], status=outcome.value,
             validated=now if valid else None, error=None if valid else _error_doc(problem, authz),
-            record=[dict(result.record)] if result and result.record else None,
+            record=[dict(r) for r in result.records] if result and result.record else None,
             payload=None,  # draft-ietf-acme-device-attest §7.2: keep no attestation payload once validated
         )
         if not moved:

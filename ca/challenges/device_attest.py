@@ -39,7 +39,7 @@ from ca.identifiers import Identifier, IdentifierType
 from ca.problems import BadAttestationStatement, BadCSR, Malformed, RejectedIdentifier, Subproblem, UnsupportedIdentifier
 
 if TYPE_CHECKING:  # the registry imports every format module; only the type is needed here
-    from attestation.registry import Format
+    from attestation.format import Format
 
 CHALLENGE_TYPE = ChallengeType.DEVICE_ATTEST_01
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")

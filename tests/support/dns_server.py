@@ -4,8 +4,10 @@ It answers UDP and TCP queries on one port of 127.0.0.1 (or ::1) from a zone the
 fills in: A, AAAA and TXT records per name, optional catch-all A/AAAA answers (e.g. every
 name → 127.0.0.1, so a real ACME client's domains all reach the local CA's validators),
 names that answer with a chosen RCODE and names that never answer (to provoke timeouts).
-It runs in daemon threads, so synchronous tests (subprocess clients) and asyncio tests can
-both use it::
+It also accepts RFC 2136 UPDATE messages (any record type), optionally TSIG-signed, so a
+real ACME client's dns-01 plugin (certbot-dns-rfc2136, lego's rfc2136 provider) can publish
+its TXT records here. It runs in daemon threads, so synchronous tests (subprocess clients)
+and asyncio tests can both use it::
 
     with DnsServer(catch_all_a="127.0.0.1") as dns:
         dns.add_txt("_acme-challenge.example.test", value)
@@ -32,6 +34,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
+import dns.tsigkeyring
+import dns.update
 
 _A, _AAAA, _TXT = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT
 
@@ -44,8 +48,10 @@ class DnsServer:
     """A UDP+TCP DNS server with a zone held in memory; use as a context manager."""
 
     def __init__(self, *, host: str = "127.0.0.1", catch_all_a: str | None = None,
-                 catch_all_aaaa: str | None = None, ttl: int = 0) -> None:
+                 catch_all_aaaa: str | None = None, ttl: int = 0, tsig_keys: dict[str, str] | None = None) -> None:
         self.host = host
+        # name → base64 secret; when set, UPDATE messages must be signed with one of them.
+        self.keyring = dns.tsigkeyring.from_text(tsig_keys) if tsig_keys else None
         self.catch_all = {_A: catch_all_a, _AAAA: catch_all_aaaa}
         self.ttl = ttl  # 0 by default: tests change records between look-ups
         self.queries: list[tuple[str, str]] = []  # (name, type) of every question received
@@ -66,6 +72,11 @@ class DnsServer:
 
     def add_txt(self, name: str, *values: str) -> None:
         self._add(name, _TXT, values)
+
+    def records(self, name: str, rdtype: str) -> list[str]:
+        """The values held for `name` and type ("A", "AAAA", "TXT"), e.g. after an UPDATE."""
+        with self._lock:
+            return list(self._zone.get(_key(name), {}).get(dns.rdatatype.from_text(rdtype), []))
 
     def set_rcode(self, name: str, rcode: int = dns.rcode.SERVFAIL) -> None:
         """Answer every question for `name` with this RCODE and no records."""
@@ -129,10 +140,13 @@ class DnsServer:
     def answer(self, wire: bytes) -> bytes | None:
         """The response to one query in wire format, or None to stay silent."""
         try:
-            query = dns.message.from_wire(wire)
+            query = dns.message.from_wire(wire, keyring=self.keyring)
         except dns.exception.DNSException:
-            return None  # not DNS: a real server would drop it too
-        response = dns.message.make_response(query)
+            return None  # not DNS, or a bad TSIG signature: drop it
+        response = dns.message.make_response(query)  # signed with the query's TSIG key, if any
+        if isinstance(query, dns.update.UpdateMessage):
+            response.set_rcode(self._update(query))
+            return response.to_wire()
         response.flags |= dns.flags.AA
         for question in query.question:
             key = _key(question.name.to_text())
@@ -154,6 +168,30 @@ class DnsServer:
         exists = key in self._zone or any(self.catch_all.values())
         return dns.rcode.NOERROR if exists else dns.rcode.NXDOMAIN  # NOERROR, no answer: NODATA
 
+    def _update(self, update: dns.update.UpdateMessage) -> int:
+        """Apply an RFC 2136 update section (§2.5): add, delete an RRset, a name or one RR."""
+        if self.keyring is not None and not update.had_tsig:
+            return dns.rcode.REFUSED
+        with self._lock:
+            for rrset in update.update:
+                key = _key(rrset.name.to_text())
+                self.queries.append((key, "UPDATE"))
+                types = self._zone.setdefault(key, {})
+                values = [_value(rdata) for rdata in rrset]
+                # dnspython keeps the class of a deletion (ANY or NONE) in `deleting`.
+                if rrset.deleting == dns.rdataclass.ANY and rrset.rdtype == dns.rdatatype.ANY:
+                    types.clear()
+                elif rrset.deleting == dns.rdataclass.ANY:
+                    types.pop(rrset.rdtype, None)
+                elif rrset.deleting == dns.rdataclass.NONE:
+                    types[rrset.rdtype] = [v for v in types.get(rrset.rdtype, []) if v not in values]
+                else:
+                    held = types.setdefault(rrset.rdtype, [])
+                    held.extend(v for v in values if v not in held)
+                if not any(types.values()):
+                    self._zone.pop(key, None)
+        return dns.rcode.NOERROR
+
     def _catch_all(self, rdtype: int) -> list[str]:
         value = self.catch_all.get(rdtype)
         return [value] if value else []
@@ -166,6 +204,12 @@ class DnsServer:
             chunks = [raw[i:i + 255] for i in range(0, max(len(raw), 1), 255)]
             return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, _TXT, chunks)
         return dns.rdata.from_text(dns.rdataclass.IN, rdtype, value)
+
+
+def _value(rdata: dns.rdata.Rdata) -> str:
+    if rdata.rdtype == _TXT:
+        return b"".join(rdata.strings).decode()  # type: ignore[attr-defined]
+    return rdata.to_text()
 
 
 class _UdpHandler(socketserver.BaseRequestHandler):
@@ -182,7 +226,8 @@ class _TcpHandler(socketserver.StreamRequestHandler):
             header = self.rfile.read(2)
             if len(header) < 2:
                 return
-            reply = self.server.dns.answer(self.rfile.read(struct.unpack("!H", header)[0]))  # type: ignore[attr-defined]
+            length = struct.unpack("!H", header)[0]
+            reply = self.server.dns.answer(self.rfile.read(length))  # type: ignore[attr-defined]
             if reply is None:
                 return
             self.wfile.write(struct.pack("!H", len(reply)) + reply)
