@@ -27,7 +27,7 @@ from attestation.errors import AttestationError, MalformedStatement, Unsupported
 from attestation.evidence import Evidence
 
 if TYPE_CHECKING:  # the registry imports every format; this module needs only the type
-    from attestation.registry import Format
+    from attestation.format import Format
 
 __all__ = [
     "AttestationError",

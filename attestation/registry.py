@@ -5,33 +5,28 @@ Adding a format is adding one module under `attestation/formats/` and one line h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
-from attestation.context import Binding, VerificationContext
-from attestation.evidence import Evidence
+from attestation.context import TrustStore
+from attestation.format import Format, key_authorization_binding  # noqa: F401  (re-exported)
+from attestation.formats import android_key, apple, step, tpm
 
-Verify = Callable[[Mapping[str, Any], VerificationContext], Evidence]
-AcmeBinding = Callable[[str, bytes], Binding]  # (challenge token, key authorization) -> Binding
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    verify: Verify
-    acme_binding: AcmeBinding
+FORMATS: Mapping[str, Format] = {
+    "android-key": android_key.FORMAT,
+    "apple": apple.FORMAT,
+    "step": step.FORMAT,
+    "tpm": tpm.FORMAT,
+}
 
 
-def key_authorization_binding(token: str, key_authorization: bytes) -> Binding:
-    """draft-ietf-acme-device-attest §5: attToBeSigned and the challenge are the key authorization."""
-    return Binding(att_to_be_signed=key_authorization, challenge=key_authorization)
-
-
-def _load() -> dict[str, Format]:
-    formats: dict[str, Format] = {}
-    # One line per format, added as each module lands:
-    # from attestation.formats import apple; formats["apple"] = apple.FORMAT
-    return formats
-
-
-FORMATS: Mapping[str, Format] = _load()
+def default_trust() -> TrustStore:
+    """The vendor roots and path-building intermediates that ship with acmeda, by format."""
+    return TrustStore(
+        roots={
+            "android-key": android_key.default_roots(),
+            "apple": apple.default_roots(),
+            "step": step.default_roots(),
+            "tpm": tpm.default_roots(),
+        },
+        intermediates={"apple": apple.default_intermediates(), "step": step.default_intermediates()},
+    )

@@ -2,16 +2,22 @@
 
 Attestation chains do not follow the Web PKI profile that `cryptography.x509.verification`
 enforces (Android leaves valid 1970–2048 without SAN, vendor certificates with explicit
-NULL parameters or BER encodings that `cryptography` refuses to load), so this walker
-parses with asn1crypto and checks each link itself: issuer name, signature by the
-issuer's key, validity at `now`, CA flag and path length of every issuer. It never
-trusts a certificate because it arrived in the chain: only configured roots anchor a path.
+NULL parameters, PrintableString SANs or BER that `cryptography` refuses to load), so this
+walker parses with asn1crypto and checks each link itself: issuer name, signature by the
+issuer's key, validity at `now`, CA flag, key usage and path length of every issuer. Only
+configured roots anchor a path; a certificate is never trusted for arriving in the chain.
+
+Parsing is lazy: only the fields the walker reads are decoded (so an odd extension value
+elsewhere does not sink a valid chain), and parsed certificates are cached by their DER,
+so roots and vendor intermediates are parsed once per process.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from threading import Lock
 from typing import Sequence
 
 from asn1crypto import keys as asn1_keys
@@ -23,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from attestation.errors import ChainExpired, MalformedStatement, UnsupportedFormat, UntrustedChain
 
 MAX_CHAIN_LENGTH = 8
+_CACHE_SIZE = 512
 
 _HASHES = {
     "sha1": hashes.SHA1,
@@ -44,23 +51,59 @@ class ChainPolicy:
 
     require_ca_flag: bool = True  # every issuer must say cA=TRUE in basicConstraints
     check_validity: bool = True
+    # Android's attestation-key certificates (Sony, some KeyMint) sign the leaf while saying
+    # cA=FALSE / digitalSignature: relax the issuer checks for the leaf's direct issuer only.
+    leaf_issuer_may_be_end_entity: bool = False
+
+
+_cache: "OrderedDict[bytes, asn1_x509.Certificate]" = OrderedDict()
+_cache_lock = Lock()
 
 
 def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certificate:
-    """Parse DER (or the BER some vendors emit) into an asn1crypto Certificate, fully, now."""
+    """Parse DER (or the BER some vendors emit) into an asn1crypto Certificate.
+
+    The fields the walker reads (names, validity, signature, basicConstraints, keyUsage) are
+    decoded now, so malformed ones fail here; other extension values stay undecoded.
+    """
     if not isinstance(der, (bytes, bytearray)):
         raise MalformedStatement(f"{what} is not a byte string")
+    der = bytes(der)
+    with _cache_lock:
+        cached = _cache.get(der)
+        if cached is not None:
+            _cache.move_to_end(der)
+            return cached
     try:
-        cert = asn1_x509.Certificate.load(bytes(der))
-        cert.native  # force a full parse so malformed inner fields fail here, not later
-        return cert
+        cert = asn1_x509.Certificate.load(der, strict=True)
+        tbs = cert["tbs_certificate"]
+        tbs["subject"].native, tbs["issuer"].native, tbs["validity"].native
+        cert["signature_algorithm"].native, cert["signature_value"].native
+        _extension_value(cert, "2.5.29.19"), _extension_value(cert, "2.5.29.15")
     except Exception as exc:  # asn1crypto raises ValueError, TypeError and friends
         raise MalformedStatement(f"{what} is not a valid X.509 certificate: {exc}") from exc
+    with _cache_lock:
+        _cache[der] = cert
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return cert
+
+
+def _extension_value(cert: asn1_x509.Certificate, dotted: str):
+    """The parsed value of one extension, or None; decodes nothing else."""
+    extensions = cert["tbs_certificate"]["extensions"]
+    for extension in extensions:
+        if extension["extn_id"].dotted == dotted:
+            return extension["extn_value"].parsed
+    return None
 
 
 def public_key_of(spki: asn1_keys.PublicKeyInfo):
     """A `cryptography` public key from an asn1crypto SubjectPublicKeyInfo, tolerant of quirks."""
-    algo = spki["algorithm"]["algorithm"].native
+    try:
+        algo = spki["algorithm"]["algorithm"].native
+    except Exception as exc:
+        raise MalformedStatement(f"public key algorithm does not parse: {exc}") from exc
     try:
         if algo == "rsa":
             numbers = spki["public_key"].parsed
@@ -84,14 +127,17 @@ def public_key_of(spki: asn1_keys.PublicKeyInfo):
 
 def verify_signature(public_key, signature: bytes, data: bytes, algorithm: asn1_x509.SignedDigestAlgorithm) -> None:
     """Verify one X.509-style signature; raise UntrustedChain naming the mismatch."""
-    sig_algo = algorithm.signature_algo
+    try:
+        sig_algo, hash_name = algorithm.signature_algo, algorithm.hash_algo
+    except (ValueError, KeyError) as exc:
+        raise UnsupportedFormat(f"signature algorithm {algorithm['algorithm'].dotted} is not supported") from exc
     try:
         if isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
             public_key.verify(signature, data)
             return
-        hash_cls = _HASHES.get(algorithm.hash_algo)
+        hash_cls = _HASHES.get(hash_name)
         if hash_cls is None:
-            raise UnsupportedFormat(f"signature hash {algorithm.hash_algo} is not supported")
+            raise UnsupportedFormat(f"signature hash {hash_name} is not supported")
         if isinstance(public_key, rsa.RSAPublicKey):
             if sig_algo == "rsassa_pss":
                 params = algorithm["parameters"]
@@ -108,10 +154,12 @@ def verify_signature(public_key, signature: bytes, data: bytes, algorithm: asn1_
 
 
 def _name_matches(issuer: asn1_x509.Name, subject: asn1_x509.Name) -> bool:
+    if issuer.dump() == subject.dump():
+        return True
     try:
         return issuer == subject  # asn1crypto compares names the RFC 5280 §7.1 way
     except Exception:
-        return issuer.dump() == subject.dump()
+        return False
 
 
 def _describe(cert: asn1_x509.Certificate) -> str:
@@ -122,18 +170,23 @@ def _describe(cert: asn1_x509.Certificate) -> str:
 
 
 def _signed_by(child: asn1_x509.Certificate, issuer: asn1_x509.Certificate) -> bool:
-    if not _name_matches(child.issuer, issuer.subject):
+    if not _name_matches(child["tbs_certificate"]["issuer"], issuer["tbs_certificate"]["subject"]):
         return False
     try:
         verify_signature(
-            public_key_of(issuer.public_key),
+            public_key_of(issuer["tbs_certificate"]["subject_public_key_info"]),
             child["signature_value"].native,
             child["tbs_certificate"].dump(),
             child["signature_algorithm"],
         )
         return True
-    except UntrustedChain:
-        return False
+    except (UntrustedChain, MalformedStatement):
+        return False  # not this issuer; an algorithm we cannot check (UnsupportedFormat) propagates
+
+
+def _valid_at(cert: asn1_x509.Certificate, now: datetime) -> bool:
+    validity = cert["tbs_certificate"]["validity"]
+    return validity["not_before"].native <= now <= validity["not_after"].native
 
 
 def _check_validity(cert: asn1_x509.Certificate, now: datetime, role: str) -> None:
@@ -146,15 +199,20 @@ def _check_validity(cert: asn1_x509.Certificate, now: datetime, role: str) -> No
 
 
 def _check_issuer_constraints(issuer: asn1_x509.Certificate, below: int, policy: ChainPolicy) -> None:
-    constraints = issuer.basic_constraints_value
+    constraints = _extension_value(issuer, "2.5.29.19")
     if policy.require_ca_flag and (constraints is None or not constraints["ca"].native):
         raise UntrustedChain(f"issuer {_describe(issuer)!r} is not a CA (basicConstraints cA is not TRUE)")
     if constraints is not None and constraints["path_len_constraint"].native is not None:
         if below > constraints["path_len_constraint"].native:
             raise UntrustedChain(f"issuer {_describe(issuer)!r} path length constraint exceeded")
-    key_usage = issuer.key_usage_value
+    key_usage = _extension_value(issuer, "2.5.29.15")
     if key_usage is not None and "key_cert_sign" not in key_usage.native:
         raise UntrustedChain(f"issuer {_describe(issuer)!r} may not sign certificates (keyUsage)")
+
+
+def _prefer_valid(candidates: list[asn1_x509.Certificate], now: datetime) -> list[asn1_x509.Certificate]:
+    """Re-issued roots share key and name (Google's RSA roots): take one valid at `now` first."""
+    return sorted(candidates, key=lambda c: not _valid_at(c, now))
 
 
 def verify_chain(
@@ -180,24 +238,25 @@ def verify_chain(
     pool = [parse_certificate(der, f"chain certificate {i}") for i, der in enumerate(chain[1:], 1)]
     pool += [parse_certificate(der, "configured intermediate") for der in intermediates]
     anchors = [parse_certificate(der, "trust anchor") for der in roots]
+    anchor_ders = {a.dump() for a in anchors}
 
     path = [leaf]
     current = leaf
     while len(path) <= MAX_CHAIN_LENGTH:
-        for anchor in anchors:
-            if current.dump() == anchor.dump() and len(path) > 1:
-                return _finish(path, now, policy)
-            if _signed_by(current, anchor):
-                path.append(anchor)
-                return _finish(path, now, policy)
-        parent = next((c for c in pool if c not in path and _signed_by(current, c)), None)
-        if parent is None:
+        if len(path) > 1 and current.dump() in anchor_ders:
+            return _finish(path, now, policy)
+        signing_anchors = _prefer_valid([a for a in anchors if _signed_by(current, a)], now)
+        if signing_anchors:
+            path.append(signing_anchors[0])
+            return _finish(path, now, policy)
+        parents = _prefer_valid([c for c in pool if c not in path and _signed_by(current, c)], now)
+        if not parents:
             raise UntrustedChain(
                 f"certificate {_describe(current)!r} (issuer {current.issuer.human_friendly!r}) "
                 "does not chain to a configured root"
             )
-        path.append(parent)
-        current = parent
+        path.append(parents[0])
+        current = parents[0]
     raise UntrustedChain("certificate chain is too long")
 
 
@@ -206,6 +265,8 @@ def _finish(path: list[asn1_x509.Certificate], now: datetime, policy: ChainPolic
         role = "leaf" if depth == 0 else ("root" if depth == len(path) - 1 else "intermediate")
         if policy.check_validity:
             _check_validity(cert, now, role)
+        if depth == 1 and policy.leaf_issuer_may_be_end_entity and len(path) > 2:
+            continue
         if depth > 0:
             _check_issuer_constraints(cert, depth - 1, policy)
     return path

@@ -24,8 +24,8 @@ from ca.challenges.http01 import Http01Validator
 from ca.challenges.registry import Validators
 from ca.challenges.resolver import Resolver
 from ca.challenges.tlsalpn01 import TlsAlpn01Validator
-from attestation.context import TrustStore
-from attestation.registry import FORMATS, Format
+from attestation.format import Format
+from attestation.registry import FORMATS, default_trust
 from ca.clock import Clock, SystemClock
 from ca.config import Config
 from ca.issuance import DEFAULT_PROFILES, Issuer
@@ -59,7 +59,7 @@ def build_validators(config: Config, clock: Clock, formats: Mapping[str, Format]
         ChallengeType.HTTP_01: Http01Validator(resolver, port=config.http01_port, timeout=timeout),
         ChallengeType.DNS_01: Dns01Validator(resolver),
         ChallengeType.TLS_ALPN_01: TlsAlpn01Validator(resolver, port=config.tlsalpn01_port, timeout=timeout),
-        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(formats, TrustStore(), clock),
+        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(formats, default_trust(), clock),
     })
 
 
