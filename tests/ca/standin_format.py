@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from attestation.context import VerificationContext
 from attestation.errors import InvalidSignature, MalformedStatement, RequirementFailed
 from attestation.evidence import Evidence, HardwareModule, PermanentIdentifier, TrustLevel
-from attestation.registry import Format, key_authorization_binding
+from attestation.format import Format, key_authorization_binding
 
 NAME = "standin"
 COSE_EDDSA = -8

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from attestation.errors import InvalidSignature
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
-from attestation.registry import Format, key_authorization_binding
+from attestation.format import Format, key_authorization_binding
 from ca.posture import posture_from_certificate
 from ca.san import decode_other_name
 from tests.acme_client import AcmeSession, b64

@@ -21,7 +21,7 @@ from attestation import MAX_ATTESTATION_OBJECT, decode_attestation_object, verif
 from attestation.context import Binding, TrustStore, VerificationContext
 from attestation.errors import AttestationError, MalformedStatement, UnsupportedFormat
 from attestation.evidence import Evidence, TrustLevel
-from attestation.registry import Format, key_authorization_binding
+from attestation.format import Format, key_authorization_binding
 from ca.challenges import ValidationRequest
 from ca.challenges.device_attest import DeviceAttestValidator, csr_key_matches_evidence
 from ca.clock import FrozenClock
