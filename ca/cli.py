@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 import ssl
 import sys
 from typing import Sequence
@@ -84,9 +85,9 @@ async def _serve(config: config_mod.Config) -> int:
         ssl_context.load_cert_chain(cert_path, key_path)
     authority = services.authority
     print(f"acmeda: ACME directory {Links(_base_url(config)).directory()}", flush=True)
-    print(f"acmeda: root certificate {authority.root_path}", flush=True)
+    print(f"acmeda: root certificate {authority.root_path.resolve()}", flush=True)
     print(f"acmeda: root SHA-256 fingerprint {authority.root_fingerprint_sha256}", flush=True)
-    print(f"acmeda: database {config.database if config.database_url is None else 'postgresql'}", flush=True)
+    print(f"acmeda: database {Path(config.database).resolve() if config.database_url is None else 'postgresql'}", flush=True)
     runner = web.AppRunner(build_app(services), access_log=None)
     await runner.setup()
     host, port = config.listen_host_port

@@ -38,6 +38,15 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(host)), int(port)
 
 
+_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def _is_localhost(name: str) -> bool:
+    """RFC 6761 §6.3: `localhost` and names under it are loopback, answered without asking DNS."""
+    name = name.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
 class Resolver:
     """Address and TXT look-ups; all failures raise `DNS` naming the query."""
 
@@ -58,6 +67,8 @@ class Resolver:
         block an IPv4 site); when both
         fail, the A query's problem is raised, so the detail does not depend on timing.
         """
+        if _is_localhost(name):
+            return list(_LOOPBACK)
         results = await asyncio.gather(self._addresses(name, "A"), self._addresses(name, "AAAA"),
                                        return_exceptions=True)
         addresses: list[IPAddress] = []

@@ -193,3 +193,13 @@ async def test_when_both_families_fail_the_a_problem_is_raised(zone):
     with pytest.raises(DNS) as caught:
         await Resolver([zone.nameserver], timeout=0.3).resolve_addresses("broken.example.test")
     assert "no nameserver answered the A query for broken.example.test" in caught.value.detail
+
+
+async def test_localhost_names_resolve_to_loopback_without_dns():
+    """RFC 6761 §6.3: the resolver answers `*.localhost` itself (the README's lego example relies on it)."""
+    from ipaddress import ip_address
+
+    from ca.challenges.resolver import Resolver
+
+    resolver = Resolver(["127.0.0.1:9"], timeout=0.5)  # a nameserver that never answers
+    assert await resolver.resolve_addresses("demo.localhost") == [ip_address("127.0.0.1"), ip_address("::1")]
