@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Callable, ParamSpec, TypeVar
 
+from cbor2 import CBORError  # not a ValueError in cbor2 6
+
 
 class AttestationError(Exception):
     """Base class. `check` is a short stable name of the failed check (for logs, metrics, tests)."""
@@ -91,7 +93,8 @@ def catch_builtins(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except AttestationError:
             raise
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError, OverflowError, EOFError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, OverflowError, EOFError,
+                RecursionError, CBORError) as exc:
             raise MalformedStatement(f"{func.__name__}: {type(exc).__name__}: {exc}") from exc
 
     return wrapper

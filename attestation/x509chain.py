@@ -235,8 +235,10 @@ def verify_chain(
     if len(chain) > MAX_CHAIN_LENGTH:
         raise MalformedStatement(f"certificate chain has more than {MAX_CHAIN_LENGTH} certificates")
     leaf = parse_certificate(chain[0], "leaf certificate")
-    pool = [parse_certificate(der, f"chain certificate {i}") for i, der in enumerate(chain[1:], 1)]
-    pool += [parse_certificate(der, "configured intermediate") for der in intermediates]
+    candidates = {bytes(der): f"chain certificate {i}" for i, der in enumerate(chain[1:], 1)}
+    for der in intermediates:  # a bundled intermediate the device also sent is one candidate, not two
+        candidates.setdefault(bytes(der), "configured intermediate")
+    pool = [parse_certificate(der, what) for der, what in candidates.items() if der != bytes(chain[0])]
     anchors = [parse_certificate(der, "trust anchor") for der in roots]
     anchor_ders = {a.dump() for a in anchors}
 

@@ -24,8 +24,10 @@ from ca.challenges.http01 import Http01Validator
 from ca.challenges.registry import Validators
 from ca.challenges.resolver import Resolver
 from ca.challenges.tlsalpn01 import TlsAlpn01Validator
+from attestation.context import TrustStore
 from attestation.format import Format
-from attestation.registry import FORMATS, default_trust
+from ca import device_setup
+from ca.device_setup import device_policy, enabled_formats, revocation_checks
 from ca.clock import Clock, SystemClock
 from ca.config import Config
 from ca.issuance import DEFAULT_PROFILES, Issuer
@@ -40,6 +42,7 @@ from ca.storage.repository import Store, get_or_create_setting, prune_nonces
 
 log = logging.getLogger(__name__)
 PASSPHRASE_ENV = "ACMEDA_KEY_PASSPHRASE"
+PSEUDONYM_KEY_SETTING = "device-pseudonym-key"
 HOUSEKEEPING_INTERVAL = 30.0
 
 
@@ -52,19 +55,24 @@ def profiles_for(config: Config) -> dict:
     }
 
 
-def build_validators(config: Config, clock: Clock, formats: Mapping[str, Format] = FORMATS) -> Validators:
+def build_validators(config: Config, clock: Clock, formats: Mapping[str, Format] | None = None,
+                     trust: TrustStore | None = None) -> Validators:
+    """`formats`/`trust` default to what the configuration enables; tests inject their own."""
+    formats = enabled_formats(config) if formats is None else formats
+    trust = device_setup.trust_store(config, formats) if trust is None else trust
+    device = DeviceAttestValidator(formats, trust, clock, revocation_checks(config), policy=device_policy(config))
     resolver = Resolver(config.dns_resolvers or None, timeout=config.validation_timeout.total_seconds() / 2)
     timeout = config.validation_timeout.total_seconds()
     return Validators({
         ChallengeType.HTTP_01: Http01Validator(resolver, port=config.http01_port, timeout=timeout),
         ChallengeType.DNS_01: Dns01Validator(resolver),
         ChallengeType.TLS_ALPN_01: TlsAlpn01Validator(resolver, port=config.tlsalpn01_port, timeout=timeout),
-        ChallengeType.DEVICE_ATTEST_01: DeviceAttestValidator(formats, default_trust(), clock),
+        ChallengeType.DEVICE_ATTEST_01: device,
     })
 
 
 async def build_services(config: Config, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None,
-                         formats: Mapping[str, Format] = FORMATS) -> Services:
+                         formats: Mapping[str, Format] | None = None, trust: TrustStore | None = None) -> Services:
     clock = clock or SystemClock()
     environ = os.environ if environ is None else environ
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -75,11 +83,13 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
     store = Store(make_engine(config.database))
     await migrate(store.engine)
     nonce_key = await get_or_create_setting(store, NONCE_KEY_SETTING, secrets.token_bytes(32))
+    pseudonym_key = await get_or_create_setting(store, PSEUDONYM_KEY_SETTING, secrets.token_bytes(32))
     return Services(
         config=config, clock=clock, store=store,
         nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime),
         authority=authority, issuer=Issuer(authority), profiles=profiles_for(config),
-        validators=build_validators(config, clock, formats),
+        validators=build_validators(config, clock, formats, trust),
+        pseudonym_key=pseudonym_key,
     )
 
 

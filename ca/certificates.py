@@ -9,7 +9,9 @@ never a second one.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -120,10 +122,20 @@ async def _issuance_request(services: Services, order: Order) -> IssuanceRequest
     if order.not_after:
         profile = replace(profile, lifetime=order.not_after - not_before)
     extensions = tuple(_posture_extensions(await _evidence_of(services, order.id), order.issuance_started))
+    identifiers = tuple(parse_identifier(i) for i in order.identifiers)
     return IssuanceRequest(
-        public_key=csr.public_key(), identifiers=tuple(parse_identifier(i) for i in order.identifiers),
-        profile=profile, serial=int(order.serial, 16), not_before=not_before, extra_extensions=extensions,
+        public_key=csr.public_key(), identifiers=identifiers, profile=profile, serial=int(order.serial, 16),
+        not_before=not_before, extra_extensions=extensions, device_pseudonym=_pseudonym(services, identifiers),
     )
+
+
+def _pseudonym(services: Services, identifiers) -> str | None:
+    """In privacy mode a device is named by a keyed hash of its identifier: stable across renewals,
+    so relying parties can tell devices apart, but not reversible to the serial number."""
+    if not services.config.device_privacy or not all(i.type.is_device for i in identifiers):
+        return None
+    digest = hmac.new(services.pseudonym_key, "\n".join(sorted(str(i) for i in identifiers)).encode(), hashlib.sha256)
+    return "device-" + base64.b32encode(digest.digest()[:20]).decode().lower()
 
 
 def _posture_extensions(evidences: list, issued_at: datetime) -> list:

@@ -77,6 +77,16 @@ class Config:
     dns_resolvers: tuple[str, ...] = field(default=(), metadata={"help": "DNS servers for validation (HOST or HOST:PORT, comma-separated); default: the system's", "parse": _list})
     validation_timeout: timedelta = field(default=timedelta(seconds=10), metadata={"help": "time limit of one challenge validation", "parse": parse_duration})
     orders_per_account_per_hour: int = field(default=3000, metadata={"help": "rate limit of new orders per account per hour (0: none)", "parse": int})
+    attestation_formats: tuple[str, ...] = field(default=("android-key", "apple", "step", "tpm"), metadata={"help": "device-attest-01 formats to accept (comma-separated)", "parse": _list})
+    attestation_roots: Path | None = field(default=None, metadata={"help": "directory of operator roots: <dir>/<format>/*.pem, added to the bundled vendor roots", "parse": lambda v: None if v in (None, "") else Path(v)})
+    attestation_roots_only: bool = field(default=False, metadata={"help": "trust only the operator's roots (narrow the bundled vendor roots away)", "parse": _bool})
+    android_revocation_list: Path | None = field(default=None, metadata={"help": "local copy of Google's attestation status list (JSON), re-read when it changes", "parse": lambda v: None if v in (None, "") else Path(v)})
+    device_min_trust_level: str = field(default="tee", metadata={"help": "weakest key protection accepted: software, cloud, tee or hardware"})
+    device_min_os_version: str | None = field(default=None, metadata={"help": "oldest OS version accepted (e.g. 14 or 26.1); evidence without one is refused", "parse": _opt_str})
+    device_min_patch_level: str | None = field(default=None, metadata={"help": "oldest security patch level accepted (YYYY-MM)", "parse": _opt_str})
+    device_require_verified_boot: bool = field(default=False, metadata={"help": "require evidence of verified boot", "parse": _bool})
+    device_require_bootloader_locked: bool = field(default=False, metadata={"help": "require evidence of a locked bootloader", "parse": _bool})
+    device_privacy: bool = field(default=False, metadata={"help": "privacy-preserving device certificates: no device identifier in the SAN (draft §7.4)", "parse": _bool})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     @property

@@ -121,6 +121,9 @@ class IssuanceRequest:
     not_before: datetime
     extra_extensions: tuple[ExtraExtension, ...] = ()
     subject_common_name: str | None = None
+    # Privacy-preserving device certificates (draft-ietf-acme-device-attest §7.4): no device
+    # identifier in the SAN; the subject names the device by this pseudonym instead.
+    device_pseudonym: str | None = None
 
     def __post_init__(self) -> None:
         # Callers may hand over lists; freeze them so the request is a value.
@@ -165,7 +168,8 @@ class Issuer:
             .not_valid_before(request.not_before)
             .not_valid_after(not_after)
         )
-        for extension, critical in self._extensions(request, device, empty_subject=not subject):
+        for extension, critical in self._extensions(request, device, empty_subject=not subject,
+                                                    with_names=not (device and request.device_pseudonym)):
             builder = builder.add_extension(extension, critical=critical)
         certificate = builder.sign(self._ca.intermediate_key, self._hash)
         return IssuedCertificate(
@@ -186,20 +190,21 @@ class Issuer:
         return not_after
 
     def _extensions(
-        self, request: IssuanceRequest, device: bool, *, empty_subject: bool
+        self, request: IssuanceRequest, device: bool, *, empty_subject: bool, with_names: bool = True
     ) -> list[tuple[x509.ExtensionType, bool]]:
         try:
-            names = [encode_general_name(identifier) for identifier in request.identifiers]
+            names = [encode_general_name(identifier) for identifier in request.identifiers] if with_names else []
         except OtherNameError as exc:
             # The draft (§3.1, §4.1) makes a value outside its ABNF a "malformed" identifier.
             raise Malformed(str(exc)) from None
         extensions: list[tuple[x509.ExtensionType, bool]] = [
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (_key_usage(request.public_key, server=not device), True),
-            (x509.SubjectAlternativeName(names), empty_subject),
             (x509.SubjectKeyIdentifier.from_public_key(request.public_key), False),
             (self._authority_key_identifier(), False),
         ]
+        if names:
+            extensions.insert(2, (x509.SubjectAlternativeName(names), empty_subject))
         if request.profile.extended_key_usages:
             extensions.append((x509.ExtendedKeyUsage(list(request.profile.extended_key_usages)), False))
         extensions.extend((extra.value, extra.critical) for extra in request.extra_extensions)
@@ -217,6 +222,8 @@ def _subject(request: IssuanceRequest, device: bool) -> x509.Name:
     if device:
         if request.subject_common_name is not None:
             raise ValueError("device certificates have an empty subject; subject_common_name must be None")
+        if request.device_pseudonym:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, request.device_pseudonym)])
         return x509.Name([])
     common_name = request.subject_common_name
     if common_name is None:

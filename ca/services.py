@@ -30,3 +30,4 @@ class Services:
     profiles: Mapping[str, Profile]
     validators: Validators
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
+    pseudonym_key: bytes = b""  # keys the device pseudonyms of privacy-preserving certificates

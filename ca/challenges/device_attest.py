@@ -36,6 +36,7 @@ from attestation.evidence import Evidence, HardwareModule, PermanentIdentifier
 from ca.challenges import ChallengeType, ValidationRequest, ValidationResult
 from ca.clock import Clock
 from ca.identifiers import Identifier, IdentifierType
+from ca.device_policy import DevicePolicy
 from ca.problems import BadAttestationStatement, BadCSR, Malformed, RejectedIdentifier, Subproblem, UnsupportedIdentifier
 
 if TYPE_CHECKING:  # the registry imports every format module; only the type is needed here
@@ -139,7 +140,9 @@ class DeviceAttestValidator:
         trust: TrustStore,
         clock: Clock,
         revocation: Mapping[str, RevocationCheck] | None = None,
+        policy: DevicePolicy = DevicePolicy(),
     ) -> None:
+        self._policy = policy
         self._formats = dict(formats)
         self._trust = trust
         self._clock = clock
@@ -161,6 +164,7 @@ class DeviceAttestValidator:
         if evidence.public_key is None:
             raise BadAttestationStatement(
                 "attestation attests no public key, so no certificate key can be bound to the device")
+        self._policy.check(evidence)
         return ValidationResult(record=_validation_record(request.identifier, evidence), evidence=evidence)
 
     def verify(self, att_obj: bytes, token: str, key_authorization: str) -> Evidence:

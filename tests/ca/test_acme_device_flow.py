@@ -132,3 +132,23 @@ async def test_malformed_response_is_refused_and_challenge_stays_pending(device_
     await problem(await device_acme.post(challenge["url"], payload), "malformed", 400)
     still = await (await device_acme.get(challenge["url"])).json()
     assert still["status"] == "pending"
+
+
+async def test_privacy_mode_names_the_device_by_a_stable_pseudonym(start_app):
+    client, _ = await start_app(formats=TEST_FORMATS, device_privacy=True)
+    acme = AcmeSession(client)
+    await acme.load_directory()
+    await acme.new_account()
+    names = []
+    for _ in range(2):  # the same device twice: the pseudonym must not change across renewals
+        device_key = ec.generate_private_key(ec.SECP256R1())
+        order_url, order, authz = await _attest(acme, "C02PRIVATE1", device_key)
+        await acme.post(order["finalize"], {"csr": b64(_device_csr(device_key))})
+        done = await poll(acme, order_url, {"valid", "invalid"})
+        leaf = x509.load_pem_x509_certificates(await (await acme.get(done["certificate"])).read())[0]
+        with pytest.raises(x509.ExtensionNotFound):
+            leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        cn = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        assert cn.startswith("device-") and "C02PRIVATE1" not in leaf.public_bytes(serialization.Encoding.PEM).decode()
+        names.append(cn)
+    assert names[0] == names[1]

@@ -29,6 +29,10 @@ from ca.identifiers import Identifier, IdentifierType
 from ca.problems import BadAttestationStatement, BadCSR, Malformed, UnsupportedIdentifier
 from tests.ca import standin_format
 from tests.ca.standin_format import Device
+from attestation.evidence import TrustLevel as _TrustLevel
+from ca.device_policy import DevicePolicy
+
+SOFTWARE_OK = DevicePolicy(min_trust_level=_TrustLevel.SOFTWARE)  # the stand-in proves only a software key
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -56,7 +60,7 @@ def att_payload(att_obj: bytes) -> dict:
 
 @pytest.fixture
 def validator() -> DeviceAttestValidator:
-    return DeviceAttestValidator({"standin": standin_format.FORMAT}, TrustStore(), FrozenClock(NOW))
+    return DeviceAttestValidator({"standin": standin_format.FORMAT}, TrustStore(), FrozenClock(NOW), policy=SOFTWARE_OK)
 
 
 @pytest.fixture
@@ -138,7 +142,7 @@ def test_oversized_attestation_object_is_rejected():
 
 
 async def test_unknown_format_lists_enabled_formats_sorted(device):
-    validator = DeviceAttestValidator({"standin": standin_format.FORMAT, "alpha": OTHER}, TrustStore(), FrozenClock(NOW))
+    validator = DeviceAttestValidator({"standin": standin_format.FORMAT, "alpha": OTHER}, TrustStore(), FrozenClock(NOW), policy=SOFTWARE_OK)
     with pytest.raises(BadAttestationStatement) as info:
         await validator.validate(request(att_payload(device.att_obj(KEY_AUTHZ.encode(), fmt="packed"))))
     assert info.value.detail == "attestation format 'packed' is not enabled on this server; enabled formats: alpha, standin"

@@ -1,0 +1,99 @@
+"""Device policy: whether verified evidence is good enough for a device certificate.
+
+Verifiers prove facts; this module decides, after verification, whether the facts meet the
+operator's rules. Every refusal names the rule and what the evidence showed. A rule that
+needs a fact the evidence did not prove refuses too: absent is not compliant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NoReturn
+
+from attestation.evidence import Evidence, TrustLevel
+from ca.problems import BadAttestationStatement
+
+_VERSION = re.compile(r"^\d+(\.\d+)*$")
+_PATCH = re.compile(r"^(\d{4})-?(\d{2})(?:-?(\d{2}))?$")
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    if not _VERSION.match(text):
+        raise ValueError(f"{text!r} is not a dotted version number")
+    parts = [int(p) for p in text.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()  # 15.0.0 == 15
+    return tuple(parts)
+
+
+def patch_month(text: str) -> tuple[int, int]:
+    """'2025-06', '202506' or '20250605' → (2025, 6): patch levels compare by month."""
+    match = _PATCH.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a patch level (YYYY-MM, YYYYMM or YYYYMMDD)")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    min_trust_level: TrustLevel = TrustLevel.TEE
+    min_os_version: str | None = None
+    min_patch_level: str | None = None
+    require_verified_boot: bool = False
+    require_bootloader_locked: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_os_version is not None:
+            version_tuple(self.min_os_version)
+        if self.min_patch_level is not None:
+            patch_month(self.min_patch_level)
+
+    def check(self, evidence: Evidence) -> None:
+        for rule in (self._trust_level, self._os_version, self._patch_level, self._verified_boot, self._bootloader):
+            rule(evidence)
+
+    def _trust_level(self, evidence: Evidence) -> None:
+        if evidence.trust_level.rank < self.min_trust_level.rank:
+            _refuse("min-trust-level", f"needs {self.min_trust_level.value} or stronger; the {evidence.fmt} "
+                                      f"evidence proves {evidence.trust_level.value}")
+
+    def _os_version(self, evidence: Evidence) -> None:
+        if self.min_os_version is None:
+            return
+        proved = evidence.posture.os_version
+        if proved is None:
+            _refuse("min-os-version", f"needs OS {self.min_os_version} or newer; the evidence proves no OS version")
+        try:
+            too_old = version_tuple(proved) < version_tuple(self.min_os_version)
+        except ValueError:
+            _refuse("min-os-version", f"the evidence's OS version {proved!r} is not comparable")
+        if too_old:
+            _refuse("min-os-version", f"needs OS {self.min_os_version} or newer; the evidence proves {proved}")
+
+    def _patch_level(self, evidence: Evidence) -> None:
+        if self.min_patch_level is None:
+            return
+        proved = evidence.posture.os_patch_level
+        if proved is None:
+            _refuse("min-patch-level", f"needs patch level {self.min_patch_level} or newer; the evidence proves none")
+        try:
+            too_old = patch_month(proved) < patch_month(self.min_patch_level)
+        except ValueError:
+            _refuse("min-patch-level", f"the evidence's patch level {proved!r} is not comparable")
+        if too_old:
+            _refuse("min-patch-level", f"needs patch level {self.min_patch_level} or newer; the evidence proves {proved}")
+
+    def _verified_boot(self, evidence: Evidence) -> None:
+        if self.require_verified_boot and evidence.posture.verified_boot != "verified":
+            _refuse("require-verified-boot", f"needs verified boot; the evidence proves "
+                                            f"{evidence.posture.verified_boot or 'no boot state'}")
+
+    def _bootloader(self, evidence: Evidence) -> None:
+        if self.require_bootloader_locked and evidence.posture.bootloader_locked is not True:
+            state = {None: "no bootloader state", False: "an unlocked bootloader"}[evidence.posture.bootloader_locked]
+            _refuse("require-bootloader-locked", f"needs a locked bootloader; the evidence proves {state}")
+
+
+def _refuse(rule: str, detail: str) -> NoReturn:
+    raise BadAttestationStatement(f"device policy rule {rule}: {detail}")

@@ -1,0 +1,102 @@
+"""Device attestation as the operator configured it: enabled formats, trust anchors, the
+Android revocation list and the device policy, built from `Config` at start-up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from attestation.context import RevocationCheck, TrustStore
+from attestation.evidence import TrustLevel
+from attestation.format import Format
+from attestation.formats import android_key
+from attestation.registry import FORMATS, default_trust
+from attestation.roots import pem_certificates
+from ca.config import Config
+from ca.device_policy import DevicePolicy
+
+log = logging.getLogger(__name__)
+
+
+def enabled_formats(config: Config) -> dict[str, Format]:
+    unknown = set(config.attestation_formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"attestation_formats: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(FORMATS))}")
+    return {name: FORMATS[name] for name in config.attestation_formats}
+
+
+def trust_store(config: Config, formats: Mapping[str, Format]) -> TrustStore:
+    """Bundled vendor roots, plus (or, with `attestation_roots_only`, replaced by) the operator's."""
+    bundled = default_trust()
+    roots = {} if config.attestation_roots_only else {name: bundled.roots_for(name) for name in formats}
+    if config.attestation_roots is not None:
+        for name in formats:
+            extra = _operator_roots(config.attestation_roots / name)
+            roots[name] = tuple(roots.get(name, ())) + extra
+    intermediates = {name: bundled.intermediates_for(name) for name in formats}
+    return TrustStore(roots=roots, intermediates=intermediates)
+
+
+def _operator_roots(folder: Path) -> tuple[bytes, ...]:
+    if not folder.is_dir():
+        return ()
+    ders: list[bytes] = []
+    for pem in sorted(folder.glob("*.pem")):
+        found = pem_certificates(pem.read_bytes())
+        if not found:
+            raise ValueError(f"{pem}: no CERTIFICATE block")
+        ders.extend(found)
+    log.info("trusting %d operator root(s) from %s", len(ders), folder)
+    return tuple(ders)
+
+
+class RefreshingRevocationList:
+    """Google's attestation status list from a local file, re-read whenever the file changes.
+
+    A file that cannot be read or parsed keeps the last good list (and is logged), so a
+    half-written refresh never silently empties the list.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._list: RevocationCheck = lambda serial: None
+        self._reload()
+        if self._stamp is None:
+            raise ValueError(f"android_revocation_list: cannot load {path}")
+
+    def _reload(self) -> None:
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._list = android_key.load_revocation_list(self._path.read_bytes())
+                self._stamp = stamp
+        except (OSError, ValueError) as exc:
+            log.error("android revocation list %s not reloaded: %s", self._path, exc)
+
+    def __call__(self, serial: int) -> str | None:
+        self._reload()
+        return self._list(serial)
+
+
+def revocation_checks(config: Config) -> dict[str, RevocationCheck]:
+    if config.android_revocation_list is None:
+        return {}
+    return {"android-key": RefreshingRevocationList(config.android_revocation_list)}
+
+
+def device_policy(config: Config) -> DevicePolicy:
+    try:
+        level = TrustLevel(config.device_min_trust_level)
+    except ValueError:
+        raise ValueError(f"device_min_trust_level: {config.device_min_trust_level!r} is not one of "
+                         + ", ".join(t.value for t in TrustLevel)) from None
+    return DevicePolicy(
+        min_trust_level=level,
+        min_os_version=config.device_min_os_version,
+        min_patch_level=config.device_min_patch_level,
+        require_verified_boot=config.device_require_verified_boot,
+        require_bootloader_locked=config.device_require_bootloader_locked,
+    )
