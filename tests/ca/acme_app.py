@@ -67,8 +67,8 @@ def make_config(tmp_path: Path, database_url: str, responder: Http01Responder):
 async def start_app(aiohttp_client, clock, make_config):
     services_made = []
 
-    async def start(formats=None, **overrides: Any):
-        extra = {} if formats is None else {"formats": formats}
+    async def start(formats=None, trust=None, **overrides: Any):
+        extra = {k: v for k, v in (("formats", formats), ("trust", trust)) if v is not None}
         services = await build_services(make_config(**overrides), clock=clock, environ={}, **extra)
         services_made.append(services)
         client = await aiohttp_client(build_app(services))
