@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     create = eab_commands.add_parser("create", help="create an EAB key (prints its key id and HMAC key)")
     create.add_argument("--label", default="", help="a note to remember what the key is for")
     config_mod.add_arguments(create)
+    alias = commands.add_parser("alias", help="fleet registry: enrollment aliases (MDM ClientIdentifiers)")
+    alias_commands = alias.add_subparsers(dest="alias_command", required=True, metavar="ACTION")
+    add = alias_commands.add_parser("add", help="let devices order under ALIAS when they attest SERIAL (or UDID)")
+    add.add_argument("alias", help="the ClientIdentifier the device will order (e.g. a one-time enrollment token)")
+    add.add_argument("--attested", required=True, metavar="SERIAL", help="the serial number or UDID the attestation must prove")
+    add.add_argument("--reusable", action="store_true", help="allow more than one enrollment with this alias (default: one)")
+    add.add_argument("--label", default="", help="a note to remember what the alias is for")
+    config_mod.add_arguments(add)
     db = commands.add_parser("db", help="database tools")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply schema migrations and exit")
@@ -62,6 +70,20 @@ async def _run_serve(config: config_mod.Config, args: argparse.Namespace) -> int
 
 async def _run_eab(config: config_mod.Config, args: argparse.Namespace) -> int:
     return await _eab_create(config, args.label)
+
+
+async def _run_alias(config: config_mod.Config, args: argparse.Namespace) -> int:
+    services = await build_services(config)
+    try:
+        from enroll.aliases import AliasRegistry
+
+        await AliasRegistry(services.store, services.clock).add(args.alias, args.attested, single_use=not args.reusable,
+                                                               label=args.label)
+    finally:
+        await services.store.close()
+    print(f"acmeda: devices attesting {args.attested} may now order permanent-identifier {args.alias}"
+          + ("" if args.reusable else " (once)"))
+    return 0
 
 
 async def _run_db(config: config_mod.Config, args: argparse.Namespace) -> int:
@@ -126,7 +148,7 @@ async def _db_upgrade(config: config_mod.Config) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "db": _run_db}
+_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "db": _run_db}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -129,6 +129,9 @@ def _validation_record(identifier: Identifier, evidence: Evidence) -> dict[str, 
     return record
 
 
+AliasLookup = Callable[[Identifier, Evidence], Awaitable[bool]]
+
+
 class DeviceAttestValidator:
     """The `Validator` of device-attest-01 over the enabled attestation formats."""
 
@@ -141,8 +144,10 @@ class DeviceAttestValidator:
         clock: Clock,
         revocation: Mapping[str, RevocationCheck] | None = None,
         policy: DevicePolicy = DevicePolicy(),
+        aliases: AliasLookup | None = None,
     ) -> None:
         self._policy = policy
+        self._aliases = aliases
         self._formats = dict(formats)
         self._trust = trust
         self._clock = clock
@@ -160,12 +165,21 @@ class DeviceAttestValidator:
         att_obj = att_obj_from_payload(request.payload)
         # Verification is pure CPU work of about a millisecond: no worker thread.
         evidence = self.verify(att_obj, request.token, request.key_authorization)
-        check_identifier(request.identifier, evidence)
         if evidence.public_key is None:
             raise BadAttestationStatement(
                 "attestation attests no public key, so no certificate key can be bound to the device")
         self._policy.check(evidence)
+        await self._check_identifier(request.identifier, evidence)
         return ValidationResult(record=_validation_record(request.identifier, evidence), evidence=evidence)
+
+    async def _check_identifier(self, identifier: Identifier, evidence: Evidence) -> None:
+        try:
+            check_identifier(identifier, evidence)
+        except BadAttestationStatement:
+            # An operator-registered alias (an MDM ClientIdentifier that is an enrollment token)
+            # may stand for an attested identifier; checked last, as it consumes the alias.
+            if self._aliases is None or not await self._aliases(identifier, evidence):
+                raise
 
     def verify(self, att_obj: bytes, token: str, key_authorization: str) -> Evidence:
         """Decode, dispatch and verify; every `AttestationError` becomes `badAttestationStatement`."""

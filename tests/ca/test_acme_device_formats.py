@@ -119,3 +119,33 @@ async def test_statement_bound_to_another_challenge_is_refused(start_app, device
     authz = await poll(acme, authz_url, {"valid", "invalid"})
     error = authz["challenges"][0]["error"]
     assert authz["status"] == "invalid" and error["type"] == "urn:ietf:params:acme:error:badAttestationStatement"
+
+
+async def _order_and_attest(acme: AcmeSession, identifier: str, attest) -> dict:
+    order = await (await acme.new_order([{"type": "permanent-identifier", "value": identifier}])).json()
+    authz_url = order["authorizations"][0]
+    challenge = (await (await acme.get(authz_url)).json())["challenges"][0]
+    att_obj, _ = attest(challenge["token"], acme.key_authorization(challenge["token"]).encode())
+    await acme.post(challenge["url"], {"attObj": b64(att_obj)})
+    return await poll(acme, authz_url, {"valid", "invalid"})
+
+
+async def test_apple_client_identifier_mapped_through_the_fleet_registry(start_app):
+    """An MDM profile whose ClientIdentifier is a one-time enrollment token: the operator maps
+    the token to the device's serial; it enrolls that device once, and no other device."""
+    from enroll.aliases import AliasRegistry
+
+    client, services = await start_app(formats=FORMATS, trust=_trust("apple"))
+    acme = AcmeSession(client)
+    await acme.load_directory()
+    await acme.new_account()
+    unknown = await _order_and_attest(acme, "ENROLL-7f3a", _apple)
+    assert unknown["status"] == "invalid", "an unregistered ClientIdentifier is refused"
+    registry = AliasRegistry(services.store, services.clock)
+    await registry.add("ENROLL-7f3a", "C02FLEET0001")
+    await registry.add("ENROLL-other", "C02SOMEONEELSE")
+    assert (await _order_and_attest(acme, "ENROLL-7f3a", _apple))["status"] == "valid"
+    replay = await _order_and_attest(acme, "ENROLL-7f3a", _apple)
+    assert replay["status"] == "invalid" and "already been used" in replay["challenges"][0]["error"]["detail"]
+    foreign = await _order_and_attest(acme, "ENROLL-other", _apple)
+    assert foreign["status"] == "invalid" and "another device" in foreign["challenges"][0]["error"]["detail"]
