@@ -154,7 +154,7 @@ def verify_signature(public_key, signature: bytes, data: bytes, algorithm: asn1_
 
 
 def _name_matches(issuer: asn1_x509.Name, subject: asn1_x509.Name) -> bool:
-    if issuer.dump() == subject.dump():
+    if issuer.contents == subject.contents:
         return True
     try:
         return issuer == subject  # asn1crypto compares names the RFC 5280 §7.1 way
@@ -169,7 +169,15 @@ def _describe(cert: asn1_x509.Certificate) -> str:
         return "(unprintable subject)"
 
 
+_verified_links: "OrderedDict[tuple[bytes, bytes], bool]" = OrderedDict()
+
+
 def _signed_by(child: asn1_x509.Certificate, issuer: asn1_x509.Certificate) -> bool:
+    # A link that verified once verifies again: vendor intermediates recur in every statement,
+    # so their signatures are checked once per process (only successes are remembered).
+    link = (child.contents, issuer.contents)
+    if link in _verified_links:
+        return True
     if not _name_matches(child["tbs_certificate"]["issuer"], issuer["tbs_certificate"]["subject"]):
         return False
     try:
@@ -179,9 +187,13 @@ def _signed_by(child: asn1_x509.Certificate, issuer: asn1_x509.Certificate) -> b
             child["tbs_certificate"].dump(),
             child["signature_algorithm"],
         )
-        return True
     except (UntrustedChain, MalformedStatement):
         return False  # not this issuer; an algorithm we cannot check (UnsupportedFormat) propagates
+    with _cache_lock:
+        _verified_links[link] = True
+        if len(_verified_links) > _CACHE_SIZE:
+            _verified_links.popitem(last=False)
+    return True
 
 
 def _valid_at(cert: asn1_x509.Certificate, now: datetime) -> bool:
@@ -240,12 +252,12 @@ def verify_chain(
         candidates.setdefault(bytes(der), "configured intermediate")
     pool = [parse_certificate(der, what) for der, what in candidates.items() if der != bytes(chain[0])]
     anchors = [parse_certificate(der, "trust anchor") for der in roots]
-    anchor_ders = {a.dump() for a in anchors}
+    anchor_contents = {a.contents for a in anchors}
 
     path = [leaf]
     current = leaf
     while len(path) <= MAX_CHAIN_LENGTH:
-        if len(path) > 1 and current.dump() in anchor_ders:
+        if len(path) > 1 and current.contents in anchor_contents:
             return _finish(path, now, policy)
         signing_anchors = _prefer_valid([a for a in anchors if _signed_by(current, a)], now)
         if signing_anchors:
