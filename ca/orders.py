@@ -13,7 +13,9 @@ from ca.challenges import ChallengeType
 from ca.identifiers import Identifier, IdentifierType, parse_identifier
 from ca.issuance import Profile, profile_for
 from ca.model import Status, authorization_status, order_status
-from ca.problems import AlreadyReplaced, Malformed, RateLimited, RejectedIdentifier, Unauthorized, not_found
+from ca.problems import (
+    AcmeProblem, AlreadyReplaced, Compound, Malformed, RateLimited, RejectedIdentifier, Subproblem, Unauthorized, not_found,
+)
 from ca.renewal import parse_cert_id
 from ca.services import Services
 from ca.storage import repository as repo
@@ -41,10 +43,36 @@ def parse_order_identifiers(value: Any) -> list[Identifier]:
         raise Malformed("identifiers must be a non-empty array")
     if len(value) > MAX_IDENTIFIERS:
         raise Malformed(f"an order may name at most {MAX_IDENTIFIERS} identifiers")
-    identifiers = [parse_identifier(item) for item in value]
+    identifiers, problems = [], []
+    for item in value:
+        try:
+            identifiers.append(parse_identifier(item))
+        except AcmeProblem as problem:
+            problems.append((problem, item))
+    if problems:
+        _raise_identifier_problems(problems)
     if len(set(identifiers)) != len(identifiers):
         raise Malformed("identifiers must not repeat")
     return identifiers
+
+
+def _raise_identifier_problems(problems: list[tuple[AcmeProblem, Any]]) -> None:
+    """One bad identifier: its problem. Several: a compound problem listing each (RFC 8555 §6.7.1)."""
+    subproblems = tuple(Subproblem(problem, _RawIdentifier(item)) for problem, item in problems)
+    if len(problems) == 1:
+        problem = problems[0][0]
+        raise type(problem)(problem.detail, subproblems=subproblems)
+    raise Compound(f"{len(problems)} identifiers are unacceptable; see subproblems", subproblems=subproblems)
+
+
+@dataclass(frozen=True)
+class _RawIdentifier:
+    """An identifier as the client sent it (it did not parse, so it is echoed, not canonicalised)."""
+
+    raw: Any
+
+    def to_json(self) -> Any:
+        return self.raw
 
 
 def _parse_time(payload: dict[str, Any], name: str) -> datetime | None:

@@ -203,3 +203,12 @@ async def test_rate_limit_on_new_orders(start_app):
     response = await acme.new_order([{"type": "ip", "value": "127.0.0.1"}])
     await problem(response, "rateLimited", 429)
     assert response.headers["Retry-After"]
+
+
+async def test_several_bad_identifiers_give_a_compound_problem_with_subproblems(account):
+    bad = [{"type": "dns", "value": "UPPER.example.com"}, {"type": "email", "value": "a@b.c"}]
+    doc = await problem(await account.new_order([{"type": "ip", "value": "127.0.0.1"}, *bad]), "compound", 400)
+    assert [s["type"].rsplit(":", 1)[1] for s in doc["subproblems"]] == ["malformed", "unsupportedIdentifier"]
+    assert [s["identifier"] for s in doc["subproblems"]] == bad
+    single = await problem(await account.new_order([bad[1]]), "unsupportedIdentifier", 400)
+    assert single["subproblems"][0]["identifier"] == bad[1]
