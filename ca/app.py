@@ -38,7 +38,6 @@ from ca.nonces import NONCE_KEY_SETTING, NonceService
 from ca.pki import load_or_create_ca
 from ca.routes import add_routes
 from ca.services import Services
-from ca.storage.db import make_engine, migrate
 from ca.storage.repository import Store, get_or_create_setting, prune_nonces
 
 log = logging.getLogger(__name__)
@@ -82,8 +81,8 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
     authority, _created = load_or_create_ca(
         config.data_dir, key_type=config.key_type, passphrase=passphrase.encode() if passphrase else None, clock=clock,
     )
-    store = Store(make_engine(config.database))
-    await migrate(store.engine)
+    store = Store(config.database)
+    await store.migrate()
     nonce_key = await get_or_create_setting(store, NONCE_KEY_SETTING, secrets.token_bytes(32))
     pseudonym_key = await get_or_create_setting(store, PSEUDONYM_KEY_SETTING, secrets.token_bytes(32))
     return Services(

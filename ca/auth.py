@@ -58,30 +58,31 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
     has_jwk, has_kid = "jwk" in header, "kid" in header
     if has_jwk == has_kid:
         raise Malformed("JWS protected header must have exactly one of jwk and kid")
+    if has_jwk and mode is AuthMode.KID:
+        raise Malformed("this request must be signed by an account (kid), not an embedded jwk")
+    if has_kid and mode is AuthMode.JWK:
+        raise Malformed("this request must carry the public key (jwk), not a kid")
     account: Account | None = None
-    if has_jwk:
-        if mode is AuthMode.KID:
-            raise Malformed("this request must be signed by an account (kid), not an embedded jwk")
-        jwk = jws.parse_account_key(header["jwk"])
-    else:
-        if mode is AuthMode.JWK:
-            raise Malformed("this request must carry the public key (jwk), not a kid")
-        account = await _account_for_kid(services, links, header["kid"])
-        jwk = jose.JWK.from_json(account.jwk)
-    jws.verify_signature(parsed, jwk, alg)
-    if not await repo.redeem_nonce(services.store, nonce, expires):
-        raise BadNonce("nonce has already been used")
+    # One transaction: look up the signer, verify (CPU only), redeem the nonce.
+    async with services.store.transaction() as session:
+        if has_jwk:
+            jwk = jws.parse_account_key(header["jwk"])
+        else:
+            account = await _account_for_kid(session, links, header["kid"])
+            jwk = jose.JWK.from_json(account.jwk)
+        jws.verify_signature(parsed, jwk, alg)
+        if not await repo.redeem_nonce_in(session, nonce, expires):
+            raise BadNonce("nonce has already been used")
     return AuthenticatedRequest(parsed, url, jwk, account)
 
 
-async def _account_for_kid(services: Services, links: Links, kid: Any) -> Account:
+async def _account_for_kid(session, links: Links, kid: Any) -> Account:
     if not isinstance(kid, str):
         raise Malformed("kid must be a string")
     account_id = links.account_id_from_url(kid)
     if account_id is None:
         raise AccountDoesNotExist(f"kid {kid!r} is not an account URL of this server")
-    async with services.store.transaction() as session:
-        account = await session.get(Account, account_id)
+    account = await session.get(Account, account_id)
     if account is None:
         raise AccountDoesNotExist(f"account {kid} does not exist")
     if account.status != "valid":

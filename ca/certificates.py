@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.auth import AuthenticatedRequest
+from ca.challenges.device_attest import csr_key_matches_evidence
 from ca.csr import check_csr
 from ca.evidence_json import evidence_from_json
 from ca.identifiers import parse_identifier
@@ -66,62 +67,62 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     identifiers = [parse_identifier(i) for i in view.order.identifiers]
     csr = check_csr(csr_der, identifiers=identifiers, account_public_key=account_public_key(account),
                     key_policy=services.key_policy)
-    await _check_attested_key(services, view.order.id, spki_der(csr.public_key()))
-    now = services.clock.now()
+    evidences = _evidences(view.authorizations)
+    for evidence in evidences:
+        csr_key_matches_evidence(spki_der(csr.public_key()), evidence)
+    order = view.order
+    order.status, order.csr = Status.PROCESSING.value, csr_der
+    order.serial, order.issuance_started = serial_hex(new_serial()), services.clock.now()
     async with services.store.transaction() as session:
         started = await repo.transition(session, Order, Order.id, order_id, [Status.READY.value],
-                                        status=Status.PROCESSING.value, csr=csr_der,
-                                        serial=serial_hex(new_serial()), issuance_started=now)
+                                        status=order.status, csr=order.csr, serial=order.serial,
+                                        issuance_started=order.issuance_started)
     if not started:
         raise OrderNotReady("the order was finalized concurrently")
-    await issue(services, order_id)
+    if await issue(services, order, evidences):
+        order.status, order.certificate_id = Status.VALID.value, order.serial
+        return replace(view, order=order, status=Status.VALID)
     return await load_order(services, order_id, account)
 
 
-async def _check_attested_key(services: Services, order_id: str, csr_spki: bytes) -> None:
-    from ca.challenges.device_attest import csr_key_matches_evidence
-
-    for evidence in await _evidence_of(services, order_id):
-        csr_key_matches_evidence(csr_spki, evidence)
+def _evidences(authorizations) -> list:
+    return [evidence_from_json(a.evidence) for a in authorizations if a.evidence]
 
 
 async def _evidence_of(services: Services, order_id: str) -> list:
     async with services.store.transaction() as session:
-        authzs = await repo.authorizations_of_order(session, order_id)
-    return [evidence_from_json(a.evidence) for a in authzs if a.evidence]
+        return _evidences(await repo.authorizations_of_order(session, order_id))
 
 
-async def issue(services: Services, order_id: str) -> None:
-    """Sign the certificate of an order in `processing` and store it; idempotent across replicas."""
-    async with services.store.transaction() as session:
-        order = await session.get(Order, order_id)
-    if order is None or order.status != Status.PROCESSING.value:
-        return
+async def issue(services: Services, order: Order, evidences: list) -> bool:
+    """Sign the certificate of an order in `processing` and store it; True if this call stored it."""
     try:
-        request = await _issuance_request(services, order)
+        request = _issuance_request(services, order, evidences)
         issued = services.issuer.issue(request)
     except Exception:
-        log.exception("issuance failed for order %s", order_id)
-        await _fail_order(services, order_id, ServerInternal("issuance failed; the error is logged on the server"))
-        return
+        log.exception("issuance failed for order %s", order.id)
+        await _fail_order(services, order.id, ServerInternal("issuance failed; the error is logged on the server"))
+        return False
     cert = Certificate(
         serial=order.serial, account_id=order.account_id, order_id=order.id, der=issued.der,
         key_spki_sha256=hashlib.sha256(spki_der(request.public_key)).hexdigest(),
         identifiers=list(order.identifiers), not_before=issued.not_before, not_after=issued.not_after,
     )
     async with services.store.transaction() as session:
-        if await repo.transition(session, Order, Order.id, order_id, [Status.PROCESSING.value],
-                                 status=Status.VALID.value, certificate_id=order.serial):
+        stored = await repo.transition(session, Order, Order.id, order.id, [Status.PROCESSING.value],
+                                       status=Status.VALID.value, certificate_id=order.serial)
+        if stored:
             session.add(cert)
+    return stored
 
 
-async def _issuance_request(services: Services, order: Order) -> IssuanceRequest:
+def _issuance_request(services: Services, order: Order, evidences: list) -> IssuanceRequest:
     csr = x509.load_der_x509_csr(order.csr)
     profile = services.profiles[order.profile]
     not_before = order.not_before or (order.issuance_started - BACKDATE)
     if order.not_after:
         profile = replace(profile, lifetime=order.not_after - not_before)
-    extensions = tuple(_posture_extensions(await _evidence_of(services, order.id), order.issuance_started))
+    extensions = tuple(_posture_extensions(evidences, order.issuance_started))
     identifiers = tuple(parse_identifier(i) for i in order.identifiers)
     return IssuanceRequest(
         public_key=csr.public_key(), identifiers=identifiers, profile=profile, serial=int(order.serial, 16),
@@ -158,7 +159,7 @@ async def resume_stale(services: Services) -> int:
     async with services.store.transaction() as session:
         stale = await repo.stale_processing_orders(session, older_than)
     for order in stale:
-        await issue(services, order.id)
+        await issue(services, order, await _evidence_of(services, order.id))
     return len(stale)
 
 

@@ -137,13 +137,13 @@ async def _eab_create(config: config_mod.Config, label: str) -> int:
 
 
 async def _db_upgrade(config: config_mod.Config) -> int:
-    from ca.storage.db import make_engine, migrate
+    from ca.storage.repository import Store
 
     if config.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(config.database)
-    await migrate(engine)
-    await engine.dispose()
+    store = Store(config.database)
+    await store.migrate()
+    await store.close()
     print("acmeda: database schema is up to date")
     return 0
 

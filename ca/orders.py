@@ -29,6 +29,7 @@ class OrderView:
     order: Order
     status: Status
     authz_ids: tuple[str, ...]
+    authorizations: tuple[Authorization, ...] = ()  # when loaded with the order
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ async def load_order(services: Services, order_id: str, account: Account) -> Ord
         authzs = await repo.authorizations_of_order(session, order.id)
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
     status = order_status(Status(order.status), order.expires, statuses, now)
-    return OrderView(order, status, tuple(a.id for a in authzs))
+    return OrderView(order, status, tuple(a.id for a in authzs), tuple(authzs))
 
 
 async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:

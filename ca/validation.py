@@ -46,8 +46,10 @@ async def respond(services: Services, challenge_id: str, account: Account, paylo
         claimed = await repo.transition(session, Challenge, Challenge.id, challenge.id, [Status.PENDING.value],
                                         status=Status.PROCESSING.value, processing_since=now, payload=payload)
     if claimed:
+        challenge.status, challenge.processing_since = Status.PROCESSING.value, now
         schedule(services, challenge.id)
-    async with services.store.transaction() as session:
+        return challenge, authz.id
+    async with services.store.transaction() as session:  # another request claimed it first: report that
         fresh = await session.get(Challenge, challenge_id)
     assert fresh is not None
     return fresh, authz.id

@@ -1,8 +1,12 @@
 """The database engine: URL handling, SQLite tuning, and schema migrations (Alembic).
 
 SQLite (WAL) is the zero-config default; PostgreSQL is selected by a `postgresql://` URL.
-Every write transaction on SQLite starts with BEGIN IMMEDIATE so that concurrent writers
-wait on the busy timeout instead of failing on a stale snapshot.
+
+SQLite is embedded: a statement is a local function call of microseconds, so the store runs
+it synchronously on the event loop over one connection (see `ca.storage.repository.Store`)
+rather than hopping to a worker thread for every statement. Every transaction starts with
+BEGIN IMMEDIATE so that another process on the same file (an operator command) waits on
+the busy timeout instead of failing on a stale snapshot. PostgreSQL goes through asyncpg.
 """
 
 from __future__ import annotations
@@ -11,41 +15,44 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x61636D65  # "acme": one replica migrates at a time
 
 
+def is_sqlite_url(url: str) -> bool:
+    return not url.startswith(("postgresql://", "postgres://", "postgresql+"))
+
+
+def sqlite_path(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    return str(Path(url).resolve())
+
+
 def async_url(url: str) -> str:
-    """Map a user-facing database URL to the async driver SQLAlchemy should use."""
+    """Map a user-facing PostgreSQL URL to the async driver SQLAlchemy should use."""
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
-    if "://" not in url:
-        return "sqlite+aiosqlite:///" + str(Path(url).resolve())
     return url
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
+def make_sqlite_engine(url: str) -> Engine:
+    engine = create_engine(f"sqlite:///{sqlite_path(url)}", poolclass=StaticPool, pool_reset_on_return=None,
+                           connect_args={"timeout": 30, "check_same_thread": False})
+    _tune_sqlite(engine)
+    return engine
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    url = async_url(url)
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        _tune_sqlite(engine)
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def make_postgres_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
-
-    @event.listens_for(sync_engine, "connect")
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cursor = dbapi_conn.cursor()
@@ -55,7 +62,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -66,15 +73,19 @@ def _alembic_config() -> AlembicConfig:
     return cfg
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision; safe to call from several replicas at once."""
+def _upgrade(sync_conn) -> None:
     cfg = _alembic_config()
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
 
-    def upgrade(sync_conn) -> None:
-        cfg.attributes["connection"] = sync_conn
-        command.upgrade(cfg, "head")
 
+def migrate_sqlite(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _upgrade(conn)
+
+
+async def migrate_postgres(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision; safe to call from several replicas at once."""
     async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        await conn.run_sync(upgrade)
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        await conn.run_sync(_upgrade)

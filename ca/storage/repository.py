@@ -6,16 +6,19 @@ transaction, so two replicas racing on the same resource cannot both win.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
+from ca.storage.db import is_sqlite_url, make_postgres_engine, make_sqlite_engine, migrate_postgres, migrate_sqlite
 from ca.storage.tables import Account, Authorization, Certificate, Challenge, Order, Setting, UsedNonce
 
 T = TypeVar("T", bound=SQLModel)
@@ -26,19 +29,62 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class _LoopSession:
+    """A synchronous SQLite session behind the async session methods the flows use.
+
+    Awaiting these never suspends, so a transaction block runs to its end without letting
+    another request in: SQLite transactions cannot interleave on the one connection.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def get(self, model, key):
+        return self._session.get(model, key)
+
+    async def execute(self, statement, *args, **kwargs):
+        return self._session.execute(statement, *args, **kwargs)
+
+    def add(self, instance) -> None:
+        self._session.add(instance)
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)
+    """Transactions over SQLite (synchronous, on the event loop) or PostgreSQL (asyncpg)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = is_sqlite_url(url)
+        if self.is_sqlite:
+            self._sqlite = make_sqlite_engine(url)
+            self._sqlite_sessions = sessionmaker(self._sqlite, expire_on_commit=False)
+            self._sqlite_lock = asyncio.Lock()  # a safety net: held only if a block ever suspends
+        else:
+            self._postgres = make_postgres_engine(url)
+            self._sessions = async_sessionmaker(self._postgres, expire_on_commit=False, class_=AsyncSession)
+
+    async def migrate(self) -> None:
+        if self.is_sqlite:
+            migrate_sqlite(self._sqlite)
+        else:
+            await migrate_postgres(self._postgres)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        if self.is_sqlite:
+            async with self._sqlite_lock:
+                with self._sqlite_sessions() as session, session.begin():
+                    yield _LoopSession(session)  # type: ignore[misc]
+        else:
+            async with self._sessions() as session, session.begin():
+                yield session
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self.is_sqlite:
+            self._sqlite.dispose()
+        else:
+            await self._postgres.dispose()
 
 
 async def get(session: AsyncSession, model: type[T], key: Any) -> T | None:
@@ -79,6 +125,15 @@ async def redeem_nonce(store: Store, value: str, expires: datetime) -> bool:
     try:
         async with store.transaction() as session:
             session.add(UsedNonce(value=value, expires=expires))
+        return True
+    except IntegrityError:
+        return False
+
+
+async def redeem_nonce_in(session: AsyncSession, value: str, expires: datetime) -> bool:
+    """`redeem_nonce` inside the caller's transaction (an IntegrityError aborts it: the caller refuses)."""
+    try:
+        await session.execute(insert(UsedNonce).values(value=value, expires=expires))
         return True
     except IntegrityError:
         return False

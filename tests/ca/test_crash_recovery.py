@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cryptography import x509
+from sqlalchemy import select
 
 from ca import certificates, validation
 from ca.issuance import new_serial
@@ -31,16 +32,19 @@ async def test_issuance_interrupted_after_processing_is_resumed_with_the_same_se
                                      issuance_started=clock.now())
     processing = await (await acme.get(order_url)).json()
     assert processing["status"] == "processing"
-    assert await certificates.resume_stale(services) == 0, "a fresh issuance is not stale yet"
+    # The PostgreSQL database is shared by the session's tests: check this order, not counts.
+    await certificates.resume_stale(services)
+    assert (await (await acme.get(order_url)).json())["status"] == "processing", "a fresh issuance is not stale yet"
     clock.advance(timedelta(minutes=1))
-    assert await certificates.resume_stale(services) == 1
-    assert await certificates.resume_stale(services) == 0, "resumed once, then done"
+    await certificates.resume_stale(services)
+    await certificates.resume_stale(services)  # a second pass must not issue again
     done = await (await acme.get(order_url)).json()
     assert done["status"] == "valid" and done["certificate"].endswith("/" + serial)
     leaf = x509.load_pem_x509_certificates(await (await acme.get(done["certificate"])).read())[0]
     assert leaf.serial_number == int(serial, 16)
     async with services.store.transaction() as session:
-        assert await repo.count_certificates(session) == 1
+        issued = await session.execute(select(Certificate).where(Certificate.order_id == order_id))
+        assert len(issued.scalars().all()) == 1
 
 
 async def test_validation_interrupted_is_resumed(acme, responder, clock):
@@ -55,6 +59,6 @@ async def test_validation_interrupted_is_resumed(acme, responder, clock):
         assert await repo.transition(session, Challenge, Challenge.id, challenge_id, [Status.PENDING.value],
                                      status=Status.PROCESSING.value, processing_since=clock.now(), payload={})
     clock.advance(services.config.validation_timeout * 3)
-    assert await validation.resume_stale(services) == 1
+    assert await validation.resume_stale(services) >= 1
     authz = await poll(acme, order["authorizations"][0], {"valid", "invalid"})
     assert authz["status"] == "valid"
