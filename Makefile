@@ -29,8 +29,11 @@ run: install
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Figures go to docs/performance.md, each benchmark its own section.
 bench: install system-deps
 	$(PY) bench/issuance.py
+	$(PY) bench/attestation.py --docs docs/performance.md
+	$(PY) bench/device.py --docs docs/performance.md
 
 clean:
 	rm -rf $(VENV) acmeda-data .pytest_cache
