@@ -8,7 +8,9 @@ cost no database write.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from enum import Enum
 from typing import Any
 
@@ -69,11 +71,21 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
             jwk = jws.parse_account_key(header["jwk"])
         else:
             account = await _account_for_kid(session, links, header["kid"])
-            jwk = jose.JWK.from_json(account.jwk)
+            jwk = _account_key(account)
         jws.verify_signature(parsed, jwk, alg)
         if not await repo.redeem_nonce_in(session, nonce, expires):
             raise BadNonce("nonce has already been used")
     return AuthenticatedRequest(parsed, url, jwk, account)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_key(thumbprint: str, jwk_json: str) -> jose.JWK:
+    return jose.JWK.from_json(json.loads(jwk_json))
+
+
+def _account_key(account: Account) -> jose.JWK:
+    """The account's parsed key; a thumbprint names exactly one key, so parses are shared."""
+    return _parsed_key(account.key_thumbprint, json.dumps(account.jwk, sort_keys=True))
 
 
 async def _account_for_kid(session, links: Links, kid: Any) -> Account:
