@@ -98,6 +98,17 @@ def _extension_value(cert: asn1_x509.Certificate, dotted: str):
     return None
 
 
+def extension_values(cert: asn1_x509.Certificate, what: str = "certificate") -> dict[str, bytes]:
+    """extnValue contents of every extension by dotted OID; RFC 5280 §4.2 forbids duplicates."""
+    values: dict[str, bytes] = {}
+    for ext in cert["tbs_certificate"]["extensions"]:
+        oid = ext["extn_id"].dotted
+        if oid in values:
+            raise MalformedStatement(f"{what} carries extension {oid} more than once")
+        values[oid] = ext["extn_value"].contents
+    return values
+
+
 def public_key_of(spki: asn1_keys.PublicKeyInfo):
     """A `cryptography` public key from an asn1crypto SubjectPublicKeyInfo, tolerant of quirks."""
     try:

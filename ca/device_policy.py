@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 from attestation.evidence import Evidence, TrustLevel
 from ca.problems import BadAttestationStatement
@@ -59,30 +59,10 @@ class DevicePolicy:
                                       f"evidence proves {evidence.trust_level.value}")
 
     def _os_version(self, evidence: Evidence) -> None:
-        if self.min_os_version is None:
-            return
-        proved = evidence.posture.os_version
-        if proved is None:
-            _refuse("min-os-version", f"needs OS {self.min_os_version} or newer; the evidence proves no OS version")
-        try:
-            too_old = version_tuple(proved) < version_tuple(self.min_os_version)
-        except ValueError:
-            _refuse("min-os-version", f"the evidence's OS version {proved!r} is not comparable")
-        if too_old:
-            _refuse("min-os-version", f"needs OS {self.min_os_version} or newer; the evidence proves {proved}")
+        _at_least("min-os-version", "OS", evidence.posture.os_version, self.min_os_version, version_tuple)
 
     def _patch_level(self, evidence: Evidence) -> None:
-        if self.min_patch_level is None:
-            return
-        proved = evidence.posture.os_patch_level
-        if proved is None:
-            _refuse("min-patch-level", f"needs patch level {self.min_patch_level} or newer; the evidence proves none")
-        try:
-            too_old = patch_month(proved) < patch_month(self.min_patch_level)
-        except ValueError:
-            _refuse("min-patch-level", f"the evidence's patch level {proved!r} is not comparable")
-        if too_old:
-            _refuse("min-patch-level", f"needs patch level {self.min_patch_level} or newer; the evidence proves {proved}")
+        _at_least("min-patch-level", "patch level", evidence.posture.os_patch_level, self.min_patch_level, patch_month)
 
     def _verified_boot(self, evidence: Evidence) -> None:
         if self.require_verified_boot and evidence.posture.verified_boot != "verified":
@@ -93,6 +73,20 @@ class DevicePolicy:
         if self.require_bootloader_locked and evidence.posture.bootloader_locked is not True:
             state = {None: "no bootloader state", False: "an unlocked bootloader"}[evidence.posture.bootloader_locked]
             _refuse("require-bootloader-locked", f"needs a locked bootloader; the evidence proves {state}")
+
+
+def _at_least(rule: str, what: str, proved: str | None, minimum: str | None, key: Callable[[str], Any]) -> None:
+    """`proved` must be present, comparable and not older than `minimum` (when one is set)."""
+    if minimum is None:
+        return
+    if proved is None:
+        _refuse(rule, f"needs {what} {minimum} or newer; the evidence proves no {what}")
+    try:
+        too_old = key(proved) < key(minimum)
+    except ValueError:
+        _refuse(rule, f"the evidence's {what} {proved!r} is not comparable")
+    if too_old:
+        _refuse(rule, f"needs {what} {minimum} or newer; the evidence proves {proved}")
 
 
 def _refuse(rule: str, detail: str) -> NoReturn:

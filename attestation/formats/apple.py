@@ -60,7 +60,7 @@ from attestation.errors import (
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format
 from attestation.roots import bundled
-from attestation.x509chain import parse_certificate, verify_chain
+from attestation.x509chain import extension_values, parse_certificate, verify_chain
 
 FMT = "apple"
 
@@ -165,7 +165,7 @@ def parse_device_properties(leaf: bytes | asn1_x509.Certificate) -> DeviceProper
     for a duplicated extension or a value that does not decode as Apple encodes it.
     """
     cert = leaf if isinstance(leaf, asn1_x509.Certificate) else parse_certificate(leaf, "leaf certificate")
-    raw = _extension_values(cert)
+    raw = extension_values(cert, "leaf certificate")
     fields: dict[str, Any] = {}
     for oid, name in _TEXT_PROPERTIES.items():
         if oid in raw:
@@ -202,16 +202,6 @@ def _check_revocation(path: list[asn1_x509.Certificate], ctx: VerificationContex
         if reason:
             raise CertificateRevoked(f"certificate {cert.subject.human_friendly!r} (serial {cert.serial_number:#x}) is revoked: {reason}")
 
-
-def _extension_values(cert: asn1_x509.Certificate) -> dict[str, bytes]:
-    """extnValue contents of every extension by OID; RFC 5280 §4.2 forbids duplicates."""
-    values: dict[str, bytes] = {}
-    for ext in cert["tbs_certificate"]["extensions"]:
-        oid = ext["extn_id"].dotted
-        if oid in values:
-            raise MalformedStatement(f"leaf certificate carries extension {oid} more than once")
-        values[oid] = ext["extn_value"].contents
-    return values
 
 
 def _text(value: bytes, name: str, oid: str) -> str | None:

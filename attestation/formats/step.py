@@ -67,7 +67,7 @@ from attestation.errors import (
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format, key_authorization_binding
 from attestation.roots import bundled
-from attestation.x509chain import ChainPolicy, parse_certificate, public_key_of, verify_chain
+from attestation.x509chain import extension_values, ChainPolicy, parse_certificate, public_key_of, verify_chain
 
 FMT = "step"
 
@@ -182,7 +182,7 @@ def parse_piv_attestation(leaf: bytes | asn1_x509.Certificate) -> PivAttestation
     for a duplicated extension or a value that does not decode as Yubico encodes it.
     """
     cert = leaf if isinstance(leaf, asn1_x509.Certificate) else parse_certificate(leaf, "slot attestation certificate")
-    raw = _extension_values(cert)
+    raw = extension_values(cert, "slot attestation certificate")
     fields: dict[str, Any] = {"slot": _slot(cert)}
     if OID_SERIAL in raw:
         fields["serial"] = _serial(raw[OID_SERIAL])
@@ -298,16 +298,6 @@ def _describe_key(key: Any) -> str:
         return f"RSA {key.key_size}"
     return type(key).__name__.removesuffix("PublicKey").lstrip("_") or "unknown"
 
-
-def _extension_values(cert: asn1_x509.Certificate) -> dict[str, bytes]:
-    """extnValue contents of every extension by OID; RFC 5280 §4.2 forbids duplicates."""
-    values: dict[str, bytes] = {}
-    for ext in cert["tbs_certificate"]["extensions"]:
-        oid = ext["extn_id"].dotted
-        if oid in values:
-            raise MalformedStatement(f"slot attestation certificate carries extension {oid} more than once")
-        values[oid] = ext["extn_value"].contents
-    return values
 
 
 def _serial(value: bytes) -> int:
