@@ -73,7 +73,7 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
             account = await _account_for_kid(session, links, header["kid"])
             jwk = _account_key(account)
         jws.verify_signature(parsed, jwk, alg)
-        if not await repo.redeem_nonce_in(session, nonce, expires):
+        if not await repo.redeem_nonce(session, nonce, expires):
             raise BadNonce("nonce has already been used")
     return AuthenticatedRequest(parsed, url, jwk, account)
 

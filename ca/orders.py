@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from sqlalchemy import func, or_, select, update
 
 from ca.challenges import ChallengeType
-from ca.identifiers import Identifier, IdentifierType, parse_identifier
+from ca.identifiers import Identifier, parse_identifier
 from ca.issuance import Profile, profile_for
 from ca.model import Status, authorization_status, order_status
 from ca.problems import (

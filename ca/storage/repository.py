@@ -120,18 +120,9 @@ async def get_or_create_setting(store: Store, name: str, make: bytes) -> bytes:
 
 # --- nonces -------------------------------------------------------------------------------
 
-async def redeem_nonce(store: Store, value: str, expires: datetime) -> bool:
-    """Mark a nonce used; False if it had been used before (on any replica)."""
-    try:
-        async with store.transaction() as session:
-            session.add(UsedNonce(value=value, expires=expires))
-        return True
-    except IntegrityError:
-        return False
-
-
-async def redeem_nonce_in(session: AsyncSession, value: str, expires: datetime) -> bool:
-    """`redeem_nonce` inside the caller's transaction (an IntegrityError aborts it: the caller refuses)."""
+async def redeem_nonce(session: AsyncSession, value: str, expires: datetime) -> bool:
+    """Mark a nonce used, in the caller's transaction; False if any replica redeemed it before
+    (the IntegrityError aborts the transaction, so the caller must refuse the request)."""
     try:
         await session.execute(insert(UsedNonce).values(value=value, expires=expires))
         return True
@@ -187,9 +178,3 @@ async def stale_processing_orders(session: AsyncSession, older_than: datetime, l
     )
     return list(result.scalars())
 
-
-# --- certificates -------------------------------------------------------------------------------
-
-async def count_certificates(session: AsyncSession) -> int:
-    result = await session.execute(select(func.count()).select_from(Certificate))
-    return int(result.scalar_one())

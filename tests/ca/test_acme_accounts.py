@@ -123,7 +123,7 @@ async def test_key_change_rejections(acme, mutation, kind):
     new = new_key()
     url = acme.directory["keyChange"]
     payload = {"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}
-    extra, inner_url, nonce = {}, url, None
+    inner_url, nonce = url, None
     if mutation == "wrong-account":
         payload["account"] = acme.kid + "x"
     if mutation == "wrong-old-key":

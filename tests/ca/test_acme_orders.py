@@ -3,7 +3,6 @@ download, revocation, renewal info; every rejection its own row (SQLite and Post
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest

@@ -15,7 +15,6 @@ from ca.model import Status
 from ca.renewal import serial_hex
 from ca.storage import repository as repo
 from ca.storage.tables import Certificate, Challenge, Order
-from tests.acme_client import b64
 from tests.ca.flow import make_csr, poll, validate_ip_order
 
 

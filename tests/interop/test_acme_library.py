@@ -9,12 +9,11 @@ import re
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 import josepy as jose
 import pytest
-from acme import challenges, client, errors, jws as acme_jws, messages
+from acme import challenges, client, jws as acme_jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
