@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
-from attestation.errors import ChainExpired, MalformedStatement, UnsupportedFormat, UntrustedChain
+from attestation.errors import CertificateRevoked, ChainExpired, MalformedStatement, UnsupportedFormat, UntrustedChain
 
 MAX_CHAIN_LENGTH = 8
 _CACHE_SIZE = 512
@@ -107,6 +107,17 @@ def extension_values(cert: asn1_x509.Certificate, what: str = "certificate") -> 
             raise MalformedStatement(f"{what} carries extension {oid} more than once")
         values[oid] = ext["extn_value"].contents
     return values
+
+
+def check_revocation(path: Sequence[asn1_x509.Certificate], check, fmt: str) -> None:
+    """Refuse a path with a certificate the vendor's status list names (`check`: serial → reason or None)."""
+    if check is None:
+        return
+    for cert in path:
+        reason = check(cert.serial_number)
+        if reason:
+            raise CertificateRevoked(f"certificate serial {cert.serial_number:x} ({_describe(cert)}) is revoked "
+                                     f"in the {fmt} status list: {reason}")
 
 
 def public_key_of(spki: asn1_keys.PublicKeyInfo):

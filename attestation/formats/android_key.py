@@ -35,12 +35,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from attestation.asn1.android_key import KEY_DESCRIPTION_OID, AnyPublicKeyInfo, KeyDescription, parse_key_description
 from attestation.context import VerificationContext
-from attestation.errors import (CertificateRevoked, ChallengeMismatch, InvalidSignature, MalformedStatement,
+from attestation.errors import (ChallengeMismatch, InvalidSignature, MalformedStatement,
                                 RequirementFailed, UnsupportedFormat, UntrustedChain, catch_builtins)
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format, key_authorization_binding
 from attestation.roots import bundled
-from attestation.x509chain import (ChainPolicy, _check_issuer_constraints, _check_validity, _signed_by,
+from attestation.x509chain import (ChainPolicy, check_revocation, _check_issuer_constraints, _check_validity, _signed_by,
                                    parse_certificate, public_key_of, verify_chain)
 
 try:  # ML-DSA needs a recent cryptography; without it ML-DSA leaves are refused as unsupported.
@@ -129,18 +129,6 @@ def load_revocation_list(data: bytes) -> RevocationList:
     return RevocationList(entries)
 
 
-def _check_revocation(path: Sequence[asn1_x509.Certificate], ctx: VerificationContext) -> None:
-    check = ctx.revocation.get(FMT)
-    if check is None:
-        return
-    for cert in path:
-        serial = cert.serial_number
-        reason = check(serial)
-        if reason:
-            raise CertificateRevoked(
-                f"certificate serial {serial:x} ({cert.subject.human_friendly}) is in the android-key "
-                f"attestation status list: {reason}"
-            )
 
 
 # --- statement and chain -------------------------------------------------------------------
@@ -366,7 +354,7 @@ def _verified_x5c(x5c: Sequence[bytes], ctx: VerificationContext) -> tuple[Evide
         raise MalformedStatement("x5c is empty")
     key_type, spki = _leaf_key(x5c[0])
     path = _anchored_leaf(x5c, ctx)
-    _check_revocation(path, ctx)
+    check_revocation(path, ctx.revocation.get(FMT), FMT)
     description = _key_description(path)
     _check_challenge(description, ctx)
     return _evidence(_as_sent(path, x5c, ctx), description, spki, ctx), key_type

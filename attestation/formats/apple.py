@@ -51,7 +51,6 @@ from asn1crypto import x509 as asn1_x509
 
 from attestation.context import Binding, VerificationContext
 from attestation.errors import (
-    CertificateRevoked,
     ChallengeMismatch,
     IdentifierMissing,
     MalformedStatement,
@@ -60,7 +59,7 @@ from attestation.errors import (
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format
 from attestation.roots import bundled
-from attestation.x509chain import extension_values, parse_certificate, verify_chain
+from attestation.x509chain import check_revocation, extension_values, parse_certificate, verify_chain
 
 FMT = "apple"
 
@@ -139,7 +138,7 @@ def verify(att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
     # Devices send the Sub CA we also bundle: offer it once, or the walker checks the leaf twice.
     intermediates = tuple(der for der in ctx.trust.intermediates_for(FMT) if der not in x5c)
     path = verify_chain(x5c, ctx.trust.roots_for(FMT), ctx.now, intermediates=intermediates)
-    _check_revocation(path, ctx)
+    check_revocation(path, ctx.revocation.get(FMT), FMT)
     leaf = path[0]
     props = parse_device_properties(leaf)
     profile = _check_freshness(props, ctx.binding.challenge)
@@ -193,14 +192,6 @@ def _x5c(att_stmt: Mapping[str, Any]) -> list[bytes]:
     return [bytes(der) for der in x5c]
 
 
-def _check_revocation(path: list[asn1_x509.Certificate], ctx: VerificationContext) -> None:
-    check = ctx.revocation.get(FMT)
-    if check is None:
-        return
-    for cert in path:
-        reason = check(cert.serial_number)
-        if reason:
-            raise CertificateRevoked(f"certificate {cert.subject.human_friendly!r} (serial {cert.serial_number:#x}) is revoked: {reason}")
 
 
 

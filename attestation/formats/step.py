@@ -55,7 +55,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from attestation.context import VerificationContext
 from attestation.errors import (
-    CertificateRevoked,
     IdentifierMissing,
     InvalidSignature,
     MalformedStatement,
@@ -67,7 +66,7 @@ from attestation.errors import (
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format, key_authorization_binding
 from attestation.roots import bundled
-from attestation.x509chain import extension_values, ChainPolicy, parse_certificate, public_key_of, verify_chain
+from attestation.x509chain import check_revocation, extension_values, ChainPolicy, parse_certificate, public_key_of, verify_chain
 
 FMT = "step"
 
@@ -155,7 +154,7 @@ def default_intermediates() -> tuple[bytes, ...]:
 def verify(att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
     stmt = _parse_statement(att_stmt)
     path = _verify_chain(stmt.x5c, ctx)
-    _check_revocation(path, ctx)
+    check_revocation(path, ctx.revocation.get(FMT), FMT)
     leaf = path[0]
     _verify_sig(leaf, stmt.alg, stmt.sig, ctx.binding.att_to_be_signed)
     props = parse_piv_attestation(leaf)
@@ -253,14 +252,6 @@ def _f9_lacks_basic_constraints(x5c: list[bytes]) -> bool:
     return all(ext["extn_id"].native != "basic_constraints" for ext in f9["tbs_certificate"]["extensions"])
 
 
-def _check_revocation(path: list[asn1_x509.Certificate], ctx: VerificationContext) -> None:
-    check = ctx.revocation.get(FMT)
-    if check is None:
-        return
-    for cert in path:
-        reason = check(cert.serial_number)
-        if reason:
-            raise CertificateRevoked(f"certificate {cert.subject.human_friendly!r} (serial {cert.serial_number:#x}) is revoked: {reason}")
 
 
 def _verify_sig(leaf: asn1_x509.Certificate, alg: int, sig: bytes, message: bytes) -> None:

@@ -70,7 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from attestation.context import Binding, VerificationContext
 from attestation.errors import (
-    CertificateRevoked, ChallengeMismatch, InvalidSignature, MalformedStatement, RequirementFailed,
+    ChallengeMismatch, InvalidSignature, MalformedStatement, RequirementFailed,
     UnsupportedFormat, catch_builtins,
 )
 from attestation.evidence import Evidence, Posture, TrustLevel
@@ -79,7 +79,7 @@ from attestation.roots import bundled
 from attestation.tpm.constants import ObjectAttr, St
 from attestation.tpm.san import TpmSan, decode_san, san_extension
 from attestation.tpm.structs import TpmsAttest, TpmtPublic, compute_name
-from attestation.x509chain import public_key_of, verify_chain
+from attestation.x509chain import check_revocation, public_key_of, verify_chain
 
 NAME = "tpm"
 OID_TCG_KP_AIK_CERTIFICATE = "2.23.133.8.3"
@@ -180,14 +180,6 @@ def _check_certify(attest: TpmsAttest, public: TpmtPublic, stmt: TpmStatement, a
         )
 
 
-def _check_revocation(path: list[asn1_x509.Certificate], ctx: VerificationContext) -> None:
-    revoked = ctx.revocation.get(NAME)
-    if revoked is None:
-        return
-    for cert in path[:-1]:
-        reason = revoked(cert.serial_number)
-        if reason is not None:
-            raise CertificateRevoked(f"certificate serial {cert.serial_number:#x} of the AK chain is revoked: {reason}")
 
 
 def _check_aik_profile(aik: asn1_x509.Certificate) -> TpmSan:
@@ -250,7 +242,7 @@ def verify(att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
     attest = TpmsAttest.parse(stmt.cert_info)
     _check_certify(attest, public, stmt, alg, ctx.binding)
     path = verify_chain(stmt.x5c, ctx.trust.roots_for(NAME), ctx.now, intermediates=ctx.trust.intermediates_for(NAME))
-    _check_revocation(path, ctx)
+    check_revocation(path[:-1], ctx.revocation.get(NAME), NAME)  # the root is the trust decision itself
     san = _check_aik_profile(path[0])
     _check_signature(path[0], stmt, alg)
     return _evidence(public, san, alg, path, ctx)
