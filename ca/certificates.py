@@ -165,11 +165,7 @@ async def resume_stale(services: Services) -> int:
 
 async def certificate_chain(services: Services, serial: str, account: Account) -> bytes:
     async with services.store.transaction() as session:
-        cert = await session.get(Certificate, serial)
-    if cert is None:
-        raise not_found("certificate")
-    if cert.account_id != account.id:
-        raise Unauthorized("the certificate belongs to a different account")
+        cert = await repo.owned(session, Certificate, serial, account.id, "certificate")
     leaf = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM)
     return leaf + services.authority.intermediate_pem
 

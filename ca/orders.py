@@ -14,7 +14,7 @@ from ca.identifiers import Identifier, parse_identifier
 from ca.issuance import Profile, profile_for
 from ca.model import Status, authorization_status, order_status
 from ca.problems import (
-    AcmeProblem, AlreadyReplaced, Compound, Malformed, RateLimited, RejectedIdentifier, Subproblem, Unauthorized, not_found,
+    AcmeProblem, AlreadyReplaced, Compound, Malformed, RateLimited, RejectedIdentifier, Subproblem,
 )
 from ca.renewal import parse_cert_id
 from ca.services import Services
@@ -172,11 +172,7 @@ def _add_authorization(session, order: Order, identifier: Identifier, offered: S
 async def load_order(services: Services, order_id: str, account: Account) -> OrderView:
     now = services.clock.now()
     async with services.store.transaction() as session:
-        order = await session.get(Order, order_id)
-        if order is None:
-            raise not_found("order")
-        if order.account_id != account.id:
-            raise Unauthorized("the order belongs to a different account")
+        order = await repo.owned(session, Order, order_id, account.id, "order")
         authzs = await repo.authorizations_of_order(session, order.id)
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
     status = order_status(Status(order.status), order.expires, statuses, now)
@@ -185,11 +181,7 @@ async def load_order(services: Services, order_id: str, account: Account) -> Ord
 
 async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
     async with services.store.transaction() as session:
-        authz = await session.get(Authorization, authz_id)
-        if authz is None:
-            raise not_found("authorization")
-        if authz.account_id != account.id:
-            raise Unauthorized("the authorization belongs to a different account")
+        authz = await repo.owned(session, Authorization, authz_id, account.id, "authorization")
         challenges = await repo.challenges_of(session, [authz.id])
     status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
     return AuthzView(authz, status, tuple(challenges))

@@ -12,14 +12,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
 from ca.storage.db import is_sqlite_url, make_postgres_engine, make_sqlite_engine, migrate_postgres, migrate_sqlite
-from ca.storage.tables import Account, Authorization, Certificate, Challenge, Order, Setting, UsedNonce
+from ca.problems import Unauthorized, not_found
+from ca.storage.tables import Account, Authorization, Challenge, Order, Setting, UsedNonce
 
 T = TypeVar("T", bound=SQLModel)
 
@@ -89,6 +90,16 @@ class Store:
 
 async def get(session: AsyncSession, model: type[T], key: Any) -> T | None:
     return await session.get(model, key)
+
+
+async def owned(session: AsyncSession, model: type[T], key: Any, account_id: str, what: str) -> T:
+    """The row `key` of `model` if it belongs to `account_id`: 404 if it does not exist, 403 if another's."""
+    row = await session.get(model, key)
+    if row is None:
+        raise not_found(what)
+    if row.account_id != account_id:  # type: ignore[attr-defined]
+        raise Unauthorized(f"the {what} belongs to a different account")
+    return row
 
 
 async def transition(session: AsyncSession, model: type[SQLModel], key_column, key: Any, expected: Sequence[str], **values: Any) -> bool:
