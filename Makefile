@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-DEBIAN_PACKAGES := certbot lego uacme pebble
+DEBIAN_PACKAGES := certbot lego uacme pebble swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config
 
 .PHONY: install system-deps run test test-sqlite test-postgres bench clean
 

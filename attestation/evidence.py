@@ -75,3 +75,6 @@ class Evidence:
     posture: Posture = field(default_factory=Posture)
     chain: tuple[bytes, ...] = ()  # DER, leaf first, up to and including the trust anchor
     attested_at: datetime | None = None
+    # True when the evidence carries no challenge binding and could be replayed by whoever saw
+    # it (EC2 instance identity documents): the CA then admits it once per identifier only.
+    replayable: bool = False

@@ -1,4 +1,5 @@
-"""The `acmeda` command: `serve` runs the CA; `eab` and `db` are operator tools."""
+"""The `acmeda` command: `serve` runs the CA; `eab`, `alias` and `db` are operator tools;
+`device` hands over to the device-side client (`client.cli`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["device"]:  # the device-side client: its own parser, no CA configuration
+        from client.cli import main as device_main
+        return device_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = config_mod.load(args)

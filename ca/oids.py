@@ -9,7 +9,8 @@ The project's private arc is a UUID-derived OID (ITU-T X.667 | ISO/IEC 9834-8, a
     ARC.2     attestation-format / trust-level registrations (reserved; none allocated)
     ARC.3     PermanentIdentifier assigners (RFC 4043 `assigner`)
     ARC.3.1     acmeda TPM EK hash
-    ARC.3.2     cloud instance id (reserved)
+    ARC.3.2     cloud instance ids: .1 AWS EC2, .2 Google Compute Engine, .3 Azure VM
+    ARC.3.3     AWS Nitro Enclave image measurement (PCR0)
 
 An OID once published is never reused or given a new meaning; a retired one stays listed
 here as retired. `docs/certificate-profile.md` carries the same table with the ASN.1.
@@ -19,8 +20,10 @@ The values are dotted strings so that any layer (asn1crypto, `cryptography`, the
 
 from __future__ import annotations
 
-# Root of the private arc: 2.25 + the UUID 29c3e34b-9324-42c1-8e5d-d619976e7d2c as an integer.
-ARC = "2.25.55515455809226192695543010104513035564"
+from attestation.assigners import (  # the assigners live with the formats that name them
+    ARC, ASSIGNERS, AWS_EC2_INSTANCE_ID, AZURE_VM_ID, CLOUD_INSTANCE_ID, GCE_INSTANCE_ID,
+    NITRO_ENCLAVE_IMAGE, TPM_EK_HASH,
+)
 
 # .1: X.509 certificate extensions.
 EXTENSIONS = f"{ARC}.1"
@@ -33,12 +36,10 @@ AGENT_DELEGATION = f"{EXTENSIONS}.2"
 # DevicePosture names formats by string and trust levels by ENUMERATED.
 REGISTRATIONS = f"{ARC}.2"
 
-# .3: assigners of RFC 4043 PermanentIdentifier values that no one else names.
-ASSIGNERS = f"{ARC}.3"
-# .3.1: the identifier is acmeda's hash of the device's TPM endorsement key.
-ASSIGNER_TPM_EK_HASH = f"{ASSIGNERS}.1"
-# .3.2: reserved for a cloud provider's instance id.
-ASSIGNER_CLOUD_INSTANCE_ID = f"{ASSIGNERS}.2"
+# .3: assigners of RFC 4043 PermanentIdentifier values that no one else names
+# (attestation/assigners.py defines them).
+ASSIGNER_TPM_EK_HASH = TPM_EK_HASH
+ASSIGNER_CLOUD_INSTANCE_ID = CLOUD_INSTANCE_ID
 
 # name -> OID of every allocated or reserved OID, for docs and tests.
 ALL: dict[str, str] = {
@@ -50,4 +51,8 @@ ALL: dict[str, str] = {
     "ASSIGNERS": ASSIGNERS,
     "ASSIGNER_TPM_EK_HASH": ASSIGNER_TPM_EK_HASH,
     "ASSIGNER_CLOUD_INSTANCE_ID": ASSIGNER_CLOUD_INSTANCE_ID,
+    "ASSIGNER_AWS_EC2_INSTANCE_ID": AWS_EC2_INSTANCE_ID,
+    "ASSIGNER_GCE_INSTANCE_ID": GCE_INSTANCE_ID,
+    "ASSIGNER_AZURE_VM_ID": AZURE_VM_ID,
+    "ASSIGNER_NITRO_ENCLAVE_IMAGE": NITRO_ENCLAVE_IMAGE,
 }

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ca.clock import FrozenClock
+from tests.support.swtpm import _manufactured_tpm, swtpm, swtpm_factory, swtpm_maker  # noqa: F401  (fixtures)
 
 PG_ADMIN_URL = os.environ.get("ACMEDA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
