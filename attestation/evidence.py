@@ -61,6 +61,11 @@ class Posture:
     pin_policy: str | None = None
     touch_policy: str | None = None
     extra: tuple[tuple[str, str], ...] = ()  # further named facts, sorted by name
+    # Written by the CA, not by formats: whether the attestation certified the certificate's
+    # key (False: the key is bound only through the ACME account), and whether the evidence
+    # was replayable (admitted once per identifier). See `ca.posture.issued_posture`.
+    key_attested: bool | None = None
+    replayable: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from attestation.format import Format
 from ca import device_setup
 from ca.device_setup import device_policy, enabled_formats, revocation_checks
 from enroll.aliases import AliasRegistry
+from enroll.first_use import FirstUseRegistry
 from ca.clock import Clock, SystemClock
 from ca.config import Config
 from ca.issuance import DEFAULT_PROFILES, Issuer
@@ -56,12 +57,14 @@ def profiles_for(config: Config) -> dict:
 
 
 def build_validators(config: Config, clock: Clock, formats: Mapping[str, Format] | None = None,
-                     trust: TrustStore | None = None, aliases: AliasRegistry | None = None) -> Validators:
+                     trust: TrustStore | None = None, aliases: AliasRegistry | None = None,
+                     first_use: FirstUseRegistry | None = None) -> Validators:
     """`formats`/`trust` default to what the configuration enables; tests inject their own."""
     formats = enabled_formats(config) if formats is None else formats
     trust = device_setup.trust_store(config, formats) if trust is None else trust
     device = DeviceAttestValidator(formats, trust, clock, revocation_checks(config), policy=device_policy(config),
-                                   aliases=aliases.admits if aliases is not None else None)
+                                   aliases=aliases.admits if aliases is not None else None,
+                                   first_use=first_use.admit if first_use is not None else None)
     resolver = Resolver(config.dns_resolvers or None, timeout=config.validation_timeout.total_seconds() / 2)
     timeout = config.validation_timeout.total_seconds()
     return Validators({
@@ -89,7 +92,8 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
         config=config, clock=clock, store=store,
         nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime),
         authority=authority, issuer=Issuer(authority), profiles=profiles_for(config),
-        validators=build_validators(config, clock, formats, trust, AliasRegistry(store, clock)),
+        validators=build_validators(config, clock, formats, trust, AliasRegistry(store, clock),
+                                    FirstUseRegistry(store, clock)),
         pseudonym_key=pseudonym_key,
     )
 

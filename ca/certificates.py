@@ -30,7 +30,7 @@ from ca.issuance import ExtraExtension, IssuanceRequest, new_serial
 from ca.model import ALLOWED_REVOCATION_REASONS, Status
 from ca.nonces import b64url_decode
 from ca.orders import OrderView, load_order
-from ca.posture import CRITICAL as POSTURE_CRITICAL, posture_extension
+from ca.posture import CRITICAL as POSTURE_CRITICAL, issued_evidence, posture_extension
 from ca.problems import (
     AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, ServerInternal, Unauthorized, not_found,
 )
@@ -143,7 +143,7 @@ def _posture_extensions(evidences: list, issued_at: datetime) -> list:
     """The posture of the order's attestation (one key attested for every identifier: see finalize)."""
     if not evidences:
         return []
-    evidence = evidences[0]
+    evidence = issued_evidence(evidences[0])
     return [ExtraExtension(posture_extension(evidence, evidence.attested_at or issued_at), critical=POSTURE_CRITICAL)]
 
 

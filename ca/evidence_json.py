@@ -27,6 +27,7 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
         "posture": posture,
         "chain": [],
         "attested_at": evidence.attested_at.isoformat() if evidence.attested_at else None,
+        "replayable": evidence.replayable,
     }
 
 
@@ -42,4 +43,5 @@ def evidence_from_json(doc: dict[str, Any]) -> Evidence:
         posture=Posture(**posture),
         chain=tuple(base64.b64decode(c) for c in doc["chain"]),
         attested_at=datetime.fromisoformat(doc["attested_at"]) if doc["attested_at"] else None,
+        replayable=bool(doc.get("replayable", False)),  # absent in rows written before it existed
     )

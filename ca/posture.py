@@ -34,7 +34,9 @@ DER encoding of `DevicePosture`::
         pinPolicy         [11] UTF8String        OPTIONAL,
         touchPolicy       [12] UTF8String        OPTIONAL,
         extra             [13] ExtraFacts        OPTIONAL,
-        ... }  -- additions take [14] and up, in tag order; older decoders skip them
+        keyAttested       [14] BOOLEAN           OPTIONAL,
+        replayable        [15] BOOLEAN           OPTIONAL,
+        ... }  -- additions take [16] and up, in tag order; older decoders skip them
 
     PatchLevel ::= UTF8String (FROM ("0".."9")) (SIZE (6 | 8))  -- YYYYMM or YYYYMMDD
 
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -117,6 +119,8 @@ class _PostureFacts(core.Sequence):
         ("pinPolicy", core.UTF8String, {"implicit": 11, "optional": True}),
         ("touchPolicy", core.UTF8String, {"implicit": 12, "optional": True}),
         ("extra", _ExtraFacts, {"implicit": 13, "optional": True}),
+        ("keyAttested", core.Boolean, {"implicit": 14, "optional": True}),
+        ("replayable", core.Boolean, {"implicit": 15, "optional": True}),
     ]
 
 
@@ -145,9 +149,12 @@ FACT_FIELDS: Final[Mapping[str, str]] = {
     "key_protection": "keyProtection",
     "pin_policy": "pinPolicy",
     "touch_policy": "touchPolicy",
+    "key_attested": "keyAttested",
+    "replayable": "replayable",
 }
 _ATTRIBUTE_OF = {name: attr for attr, name in FACT_FIELDS.items()}
-_LAST_KNOWN_TAG = 13  # `extra`; additions are tagged above it
+_LAST_KNOWN_TAG = 15  # `replayable`; additions are tagged above it
+_BOOLEAN_FACTS = frozenset({"bootloader_locked", "key_attested", "replayable"})
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,14 @@ class DecodedPosture:
         posture = Posture(**{_ATTRIBUTE_OF[name]: value for name, value in facts.items()}, extra=extra)
         attested_at = datetime.fromisoformat(obj["attestedAt"]).astimezone(timezone.utc)
         return cls(obj["version"], obj["format"], TrustLevel(obj["trustLevel"]), attested_at, posture)
+
+
+def issued_evidence(evidence: Evidence) -> Evidence:
+    """The evidence with the two facts the CA states about the attestation itself: whether it
+    certified the certificate's key, and (only when true) that it was replayable."""
+    posture = replace(evidence.posture, key_attested=evidence.public_key is not None,
+                      replayable=True if evidence.replayable else None)
+    return replace(evidence, posture=posture)
 
 
 def encode_posture(evidence: Evidence, attested_at: datetime) -> bytes:
@@ -267,7 +282,7 @@ def _facts_value(posture: Posture) -> _PostureFacts:
 
 def _check_fact(attr: str, fact: object) -> None:
     """The type and vocabulary rules of one fact, shared by encoder and decoder."""
-    if attr == "bootloader_locked":
+    if attr in _BOOLEAN_FACTS:
         if not isinstance(fact, bool):
             raise ValueError(f"{attr} must be a bool, not {type(fact).__name__}")
         return

@@ -11,12 +11,18 @@ first that fails decides the problem (see docs/device-attest.md):
    or the token for formats whose external authority signs before the account key is
    known, §5), the trust store and the time now → else `badAttestationStatement` whose
    detail is the verifier's `AttestationError` text, naming the failed check;
-4. the evidence proves at least one device identifier, the order's identifier is one of
-   them octet for octet (§3.2, §4.2), and it attests a public key → else
-   `badAttestationStatement` (with a `rejectedIdentifier` subproblem for a mismatch).
+4. the device policy admits the evidence (trust level, OS, patch level, boot state) → else
+   `badAttestationStatement` naming the rule;
+5. the evidence proves at least one device identifier, and the order's identifier is one of
+   them octet for octet (§3.2, §4.2) → else `badAttestationStatement` (with a
+   `rejectedIdentifier` subproblem for a mismatch);
+6. replayable evidence (no challenge binding: EC2 identity documents) is admitted once per
+   identifier (trust on first use) → else `badAttestationStatement`.
 
 The attested key is checked against the CSR at finalize with `csr_key_matches_evidence`
 (§8: the attestation authority, the CSR key and the order identifier bind three ways).
+Evidence that attests no key (cloud identity tokens) binds the device to the ACME account
+key through the key authorization; its certificate carries `keyAttested` FALSE.
 """
 
 from __future__ import annotations
@@ -130,6 +136,7 @@ def _validation_record(identifier: Identifier, evidence: Evidence) -> dict[str, 
 
 
 AliasLookup = Callable[[Identifier, Evidence], Awaitable[bool]]
+FirstUse = Callable[[Identifier, Evidence], Awaitable[bool]]  # True the first time only
 
 
 class DeviceAttestValidator:
@@ -145,9 +152,11 @@ class DeviceAttestValidator:
         revocation: Mapping[str, RevocationCheck] | None = None,
         policy: DevicePolicy = DevicePolicy(),
         aliases: AliasLookup | None = None,
+        first_use: FirstUse | None = None,
     ) -> None:
         self._policy = policy
         self._aliases = aliases
+        self._first_use = first_use
         self._formats = dict(formats)
         self._trust = trust
         self._clock = clock
@@ -165,12 +174,22 @@ class DeviceAttestValidator:
         att_obj = att_obj_from_payload(request.payload)
         # Verification is pure CPU work of about a millisecond: no worker thread.
         evidence = self.verify(att_obj, request.token, request.key_authorization)
-        if evidence.public_key is None:
-            raise BadAttestationStatement(
-                "attestation attests no public key, so no certificate key can be bound to the device")
         self._policy.check(evidence)
         await self._check_identifier(request.identifier, evidence)
+        if evidence.replayable:
+            await self._admit_replayable(request.identifier, evidence)
         return ValidationResult(record=_validation_record(request.identifier, evidence), evidence=evidence)
+
+    async def _admit_replayable(self, identifier: Identifier, evidence: Evidence) -> None:
+        """Evidence without a challenge binding (an EC2 identity document) could be replayed by
+        anyone who saw it, so it enrolls an identifier once: trust on first use, as SPIRE does."""
+        if self._first_use is None:
+            raise BadAttestationStatement(
+                f"the {evidence.fmt} attestation is replayable and this CA keeps no first-use registry")
+        if not await self._first_use(identifier, evidence):
+            raise BadAttestationStatement(
+                f"{identifier} has already enrolled with replayable {evidence.fmt} evidence; "
+                "such evidence is admitted once per identifier (trust on first use)")
 
     async def _check_identifier(self, identifier: Identifier, evidence: Evidence) -> None:
         try:
@@ -205,8 +224,12 @@ def _canonical_spki(der: bytes) -> bytes:
 
 
 def csr_key_matches_evidence(csr_public_key_spki_der: bytes, evidence: Evidence) -> None:
-    """At finalize: the CSR's key must be the attested key (draft-09 §8); else `badCSR`."""
+    """At finalize: the CSR's key must be the attested key (draft-09 §8); else `badCSR`.
+
+    Evidence that names no key (a cloud identity token) binds the device to the ACME account
+    key through the key authorization instead; the CSR key is then the account's choice, and
+    the certificate says so (`keyAttested` FALSE in the posture extension)."""
     if evidence.public_key is None:
-        raise BadCSR("the attestation attests no public key, so the CSR key cannot be bound to the device")
+        return
     if _canonical_spki(csr_public_key_spki_der) != _canonical_spki(evidence.public_key):
         raise BadCSR("CSR public key is not the attested key")

@@ -94,6 +94,7 @@ async def test_device_certificate_carries_identifier_and_posture(device_acme):
     assert posture is not None and posture.fmt == "test-ec" and posture.trust_level is TrustLevel.TEE
     assert posture.posture.os_version == "15.1" and posture.posture.bootloader_locked is True
     assert posture.posture.verified_boot is None, "facts the evidence did not prove stay absent"
+    assert posture.posture.key_attested is True and posture.posture.replayable is None
 
 
 async def test_csr_key_must_be_the_attested_key(device_acme):

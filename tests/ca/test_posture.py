@@ -49,6 +49,7 @@ SAMPLE = Posture(
     verified_boot="verified", bootloader_locked=False, secure_boot="full", sep_os_version="26.2",
     llb_version="26.2", firmware_version="5.7.1", key_protection="strongbox", pin_policy="once",
     touch_policy="always", extra=(("android.keymint_version", "300"), ("yubikey.fips", "false")),
+    key_attested=True, replayable=False,
 )
 
 
@@ -65,6 +66,8 @@ typed_facts = {
     **{attr: patch_levels for attr in ("os_patch_level", "vendor_patch_level", "boot_patch_level")},
     "verified_boot": st.sampled_from(["verified", "self-signed", "unverified", "failed"]),
     "bootloader_locked": st.booleans(),
+    "key_attested": st.booleans(),
+    "replayable": st.booleans(),
 }
 postures = st.builds(
     Posture,
@@ -116,8 +119,9 @@ def test_time_is_utc_whole_seconds() -> None:
 def test_every_posture_field_has_a_tagged_fact_in_order() -> None:
     assert {f.name for f in fields(Posture)} == {*FACT_FIELDS, "extra"}
     names = [name for name, _spec, params in _PostureFacts._fields]
-    assert names == [*FACT_FIELDS.values(), "extra"]
-    assert [params["implicit"] for _name, _spec, params in _PostureFacts._fields] == list(range(14))
+    facts = list(FACT_FIELDS.values())
+    assert names == [*facts[:13], "extra", *facts[13:]], "[13] extra sits between the v1 facts and the additions"
+    assert [params["implicit"] for _name, _spec, params in _PostureFacts._fields] == list(range(16))
 
 
 # --- the committed vector --------------------------------------------------------------------
@@ -244,7 +248,7 @@ def test_decoder_rejects_a_long_form_length() -> None:
 
 
 def test_additions_are_skipped_by_this_decoder() -> None:
-    future = core.Boolean(True, implicit=14), _Elements([core.Any(core.Integer(7)), core.Any(fact(0))], implicit=20)
+    future = core.Boolean(True, implicit=16), _Elements([core.Any(core.Integer(7)), core.Any(fact(0))], implicit=20)
     der = posture_der(facts=elements(fact(0, "26.2"), *future))
     assert decode_posture(der).posture == Posture(os_version="26.2")
     bad_known = elements(core.Boolean(contents=b"\x01", implicit=5), *future)
@@ -284,13 +288,13 @@ def test_mutated_vector_is_rejected_or_canonical(data: st.DataObject) -> None:
 
 
 def has_additions(der: bytes) -> bool:
-    return any(tag > 13 for tag in _fact_tags(_DevicePosture.load(der)["facts"]))
+    return any(tag > 15 for tag in _fact_tags(_DevicePosture.load(der)["facts"]))
 
 
 def test_a_mutation_into_an_addition_is_skipped() -> None:
     der = bytearray((VECTORS / "device-posture-v1.der").read_bytes())
-    at = der.index(b"\xad\x81\x8e")  # [13] extra becomes [15], a fact from the future
-    der[at] = 0xAF
+    at = der.index(b"\xad\x81\x8e")  # [13] extra becomes [16], a fact from the future
+    der[at] = 0xB0
     assert has_additions(bytes(der))
     assert decode_posture(bytes(der)).posture.extra == ()
 
