@@ -9,11 +9,12 @@ from typing import Mapping
 
 from attestation.context import TrustStore
 from attestation.format import Format, key_authorization_binding  # noqa: F401  (re-exported)
-from attestation.formats import android_key, apple, step, tpm
+from attestation.formats import android_key, apple, aws_nitro, step, tpm
 
 FORMATS: Mapping[str, Format] = {
     "android-key": android_key.FORMAT,
     "apple": apple.FORMAT,
+    "aws-nitro": aws_nitro.FORMAT,
     "step": step.FORMAT,
     "tpm": tpm.FORMAT,
 }
@@ -25,6 +26,7 @@ def default_trust() -> TrustStore:
         roots={
             "android-key": android_key.default_roots(),
             "apple": apple.default_roots(),
+            "aws-nitro": aws_nitro.default_roots(),
             "step": step.default_roots(),
             "tpm": tpm.default_roots(),
         },
