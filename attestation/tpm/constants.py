@@ -157,3 +157,9 @@ RSA_SCHEMES_WITH_HASH = frozenset({Alg.RSASSA, Alg.RSAPSS, Alg.OAEP})
 RSA_SCHEMES_EMPTY = frozenset({Alg.RSAES})
 ECC_SCHEMES_WITH_HASH = frozenset({Alg.ECDSA, Alg.ECDH, Alg.SM2, Alg.ECSCHNORR, Alg.ECMQV})
 KDF_SCHEMES = frozenset({Alg.MGF1, Alg.KDF1_SP800_56A, Alg.KDF2, Alg.KDF1_SP800_108})
+
+# Part 2 §11.3.3, TPMU_SIGNATURE: the signature schemes whose signature is a
+# TPMS_SIGNATURE_RSA (§11.3.1) or a TPMS_SIGNATURE_ECC (§11.3.2). HMAC (a TPMT_HA) and NULL
+# (empty) are the remaining TPMI_ALG_SIG_SCHEME values.
+RSA_SIGNATURE_SCHEMES = frozenset({Alg.RSASSA, Alg.RSAPSS})
+ECC_SIGNATURE_SCHEMES = frozenset({Alg.ECDSA, Alg.ECDAA, Alg.SM2, Alg.ECSCHNORR})

@@ -11,7 +11,7 @@ Errors: a structure that is not what Part 2 allows raises `MalformedStatement`; 
 structure using an algorithm this package does not implement (KEYEDHASH objects, an SM3
 nameAlg, BN curves …) raises `UnsupportedFormat`. The `check` of every error is
 `tpm-public` (TPMT_PUBLIC) or `tpm-attest` (TPMS_ATTEST), or `tpm-attest-magic` /
-`tpm-attest-type` for those two header fields.
+`tpm-attest-type` for those two header fields, or `tpm-signature` (TPMT_SIGNATURE).
 
 `to_bytes()` is the exact inverse of `parse()` (the TPM marshalling is canonical), so tests
 and the test fleet build real structures from the same declarations.
@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from attestation.errors import MalformedStatement, UnsupportedFormat
 from attestation.tpm.constants import (
-    DIGEST_SIZE, ECC_COORDINATE_SIZE, ECC_SCHEMES_WITH_HASH, HASHES, KDF_SCHEMES, MAX_DATA,
-    MAX_DIGEST, MAX_ECC_KEY_BYTES, MAX_NAME, MAX_RSA_KEY_BYTES, OBJECT_ATTR_RESERVED,
-    RSA_DEFAULT_EXPONENT, RSA_KEY_BITS, RSA_SCHEMES_EMPTY, RSA_SCHEMES_WITH_HASH, SYM_KEY_BITS,
-    SYM_MODES, SYM_OBJECT_ALGS, TPM_GENERATED_VALUE, Alg, EccCurve, St, alg_name,
+    DIGEST_SIZE, ECC_COORDINATE_SIZE, ECC_SCHEMES_WITH_HASH, ECC_SIGNATURE_SCHEMES, HASHES,
+    KDF_SCHEMES, MAX_DATA, MAX_DIGEST, MAX_ECC_KEY_BYTES, MAX_NAME, MAX_RSA_KEY_BYTES,
+    OBJECT_ATTR_RESERVED, RSA_DEFAULT_EXPONENT, RSA_KEY_BITS, RSA_SCHEMES_EMPTY,
+    RSA_SCHEMES_WITH_HASH, RSA_SIGNATURE_SCHEMES, SYM_KEY_BITS, SYM_MODES, SYM_OBJECT_ALGS,
+    TPM_GENERATED_VALUE, Alg, EccCurve, St, alg_name,
 )
 from attestation.tpm.wire import Reader, u8, u16, u32, u64, sized
 
@@ -402,3 +403,45 @@ class TpmsAttest:
             u32(self.magic) + u16(self.type) + sized(self.qualified_signer) + sized(self.extra_data)
             + self.clock_info.to_bytes() + u64(self.firmware_version) + self.attested.to_bytes()
         )
+
+
+# --- Part 2 §11.3: signatures --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TpmtSignature:
+    """TPMT_SIGNATURE (Part 2 §11.3.4): sigAlg (TPMI_ALG_SIG_SCHEME), then TPMU_SIGNATURE (§11.3.3).
+
+    RSASSA and RSAPSS carry a TPMS_SIGNATURE_RSA (§11.3.1): hash, sig (TPM2B_PUBLIC_KEY_RSA);
+    ECDSA, ECDAA, SM2 and ECSCHNORR a TPMS_SIGNATURE_ECC (§11.3.2): hash, signatureR and
+    signatureS (TPM2B_ECC_PARAMETER). `rsa` or `ecc` holds the one the scheme selects. HMAC
+    and NULL signatures are valid structures but prove nothing to a verifier without the
+    TPM's secrets: UnsupportedFormat.
+    """
+
+    sig_alg: int
+    hash_alg: int
+    rsa: bytes | None = None
+    ecc: tuple[bytes, bytes] | None = None
+
+    @classmethod
+    def parse(cls, data: bytes) -> TpmtSignature:
+        r = Reader(data, "TPMT_SIGNATURE", "tpm-signature")
+        sig_alg = r.u16("sigAlg")
+        if sig_alg in RSA_SIGNATURE_SCHEMES:
+            signature = cls(sig_alg, r.hash_alg("signature.hash"), rsa=r.sized("signature.sig", MAX_RSA_KEY_BYTES))
+        elif sig_alg in ECC_SIGNATURE_SCHEMES:
+            hash_alg = r.hash_alg("signature.hash")
+            ecc = (r.sized("signature.signatureR", MAX_ECC_KEY_BYTES), r.sized("signature.signatureS", MAX_ECC_KEY_BYTES))
+            signature = cls(sig_alg, hash_alg, ecc=ecc)
+        elif sig_alg in (Alg.HMAC, Alg.NULL):
+            raise r.unsupported(f"sigAlg {alg_name(sig_alg)} is not an asymmetric signature")
+        else:
+            raise r.fail(f"sigAlg {alg_name(sig_alg)} is not a TPMI_ALG_SIG_SCHEME")
+        r.finish()
+        return signature
+
+    def to_bytes(self) -> bytes:
+        if self.rsa is not None:
+            return u16(self.sig_alg) + u16(self.hash_alg) + sized(self.rsa)
+        return u16(self.sig_alg) + u16(self.hash_alg) + sized(self.ecc[0]) + sized(self.ecc[1])

@@ -1,7 +1,8 @@
 """The TPM 2.0 wire encoding: big-endian integers and TPM2B sized buffers (Part 2 §10.4.1).
 
 `Reader` reads one structure field by field and names the field in every error; the pack
-functions are its inverse, used by `to_bytes()`.
+functions are its inverse, used by `to_bytes()`. `LittleEndianReader` reads the TCG event
+log, whose integers are little-endian (UEFI byte order, TCG PC Client PFP §10.2).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from attestation.errors import MalformedStatement, UnsupportedFormat
 from attestation.tpm.constants import DIGEST_SIZE, alg_name
 
 _U8, _U16, _U32, _U64 = (struct.Struct(f">{c}") for c in "BHIQ")
+_LE16, _LE32, _LE64 = (struct.Struct(f"<{c}") for c in "HIQ")
 
 
 class Reader:
@@ -60,6 +62,19 @@ class Reader:
         start = self._take(size, field)
         return self._data[start : start + size]
 
+    def raw(self, size: int, field: str) -> bytes:
+        """`size` bytes as they are (a fixed-size array, or a buffer whose size came earlier)."""
+        start = self._take(size, field)
+        return self._data[start : start + size]
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    @property
+    def offset(self) -> int:
+        return self._pos
+
     def hash_alg(self, field: str) -> int:
         """A TPMI_ALG_HASH (Part 2 §9.27), without TPM_ALG_NULL."""
         value = self.u16(field)
@@ -71,6 +86,21 @@ class Reader:
         left = len(self._data) - self._pos
         if left:
             raise self.fail(f"{left} trailing byte(s) after the structure")
+
+
+class LittleEndianReader(Reader):
+    """A `Reader` whose UINT16/32/64 are little-endian: the TCG event log (PFP §10.2)."""
+
+    __slots__ = ()
+
+    def u16(self, field: str) -> int:
+        return self._int(_LE16, field)
+
+    def u32(self, field: str) -> int:
+        return self._int(_LE32, field)
+
+    def u64(self, field: str) -> int:
+        return self._int(_LE64, field)
 
 
 def u8(value: int) -> bytes:
@@ -92,3 +122,15 @@ def u64(value: int) -> bytes:
 def sized(buffer: bytes) -> bytes:
     """A TPM2B: the UINT16 size of `buffer`, then `buffer`."""
     return _U16.pack(len(buffer)) + buffer
+
+
+def le16(value: int) -> bytes:
+    return _LE16.pack(value)
+
+
+def le32(value: int) -> bytes:
+    return _LE32.pack(value)
+
+
+def le64(value: int) -> bytes:
+    return _LE64.pack(value)
