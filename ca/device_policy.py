@@ -42,6 +42,9 @@ class DevicePolicy:
     min_patch_level: str | None = None
     require_verified_boot: bool = False
     require_bootloader_locked: bool = False
+    # A Nitro Enclave in debug mode exposes its memory to the parent instance and reports
+    # all-zero PCRs, so nothing it attests about its image holds: refused unless allowed.
+    allow_nitro_debug: bool = False
 
     def __post_init__(self) -> None:
         if self.min_os_version is not None:
@@ -50,7 +53,8 @@ class DevicePolicy:
             patch_month(self.min_patch_level)
 
     def check(self, evidence: Evidence) -> None:
-        for rule in (self._trust_level, self._os_version, self._patch_level, self._verified_boot, self._bootloader):
+        for rule in (self._trust_level, self._os_version, self._patch_level, self._verified_boot, self._bootloader,
+                     self._nitro_debug):
             rule(evidence)
 
     def _trust_level(self, evidence: Evidence) -> None:
@@ -73,6 +77,11 @@ class DevicePolicy:
         if self.require_bootloader_locked and evidence.posture.bootloader_locked is not True:
             state = {None: "no bootloader state", False: "an unlocked bootloader"}[evidence.posture.bootloader_locked]
             _refuse("require-bootloader-locked", f"needs a locked bootloader; the evidence proves {state}")
+
+    def _nitro_debug(self, evidence: Evidence) -> None:
+        if not self.allow_nitro_debug and ("nitro_debug", "true") in evidence.posture.extra:
+            _refuse("allow-nitro-debug", "the Nitro Enclave runs in debug mode (all-zero PCRs: its image is "
+                                         "not measured and its memory is readable by the parent instance)")
 
 
 def _at_least(rule: str, what: str, proved: str | None, minimum: str | None, key: Callable[[str], Any]) -> None:
