@@ -1,0 +1,115 @@
+"""`acmeda device enroll|renew`: the device client's command line.
+
+Expected failures (the CA refuses, the TPM refuses, the network or TLS fails, the state
+directory is unreadable) print one readable message, problem documents as `type: detail`,
+and exit 1; a usage error exits 2. Tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+PROG = "acmeda device"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Enroll this machine's TPM with an acmeda CA and keep its certificate renewed.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    enroll = commands.add_parser("enroll", help="enroll the TPM's attestation key and obtain a device certificate")
+    renew = commands.add_parser("renew", help="renew the stored certificate when the CA suggests it (ARI)")
+    for command in (enroll, renew):
+        _common(command)
+    renew.add_argument("--force", action="store_true", help="renew now, whatever the CA's renewal window says")
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    from client.state import default_state_dir
+    from client.tpm import AK_TYPES, DEFAULT_TCTI
+
+    parser.add_argument("--ca", required=True, metavar="URL", help="the CA's ACME directory URL (acmeda serve prints it)")
+    parser.add_argument("--tcti", default=DEFAULT_TCTI,
+                        help=f"how to reach the TPM (default {DEFAULT_TCTI}; a swtpm: swtpm:host=127.0.0.1,port=2321)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help=f"where the account key, key blobs and certificate live (default {default_state_dir()})")
+    parser.add_argument("--ca-bundle", type=Path, default=None, metavar="PEM",
+                        help="trust this root for the CA's TLS certificate (acmeda serve prints its root path)")
+    parser.add_argument("--insecure", action="store_true", help="do NOT verify the CA's TLS certificate (prints a warning; use --ca-bundle)")
+    parser.add_argument("--eab-kid", default=os.environ.get("ACMEDA_EAB_KID"),
+                        help="external account binding key id (acmeda eab create) [env ACMEDA_EAB_KID]")
+    parser.add_argument("--eab-hmac-key", default=os.environ.get("ACMEDA_EAB_HMAC_KEY"),
+                        help="external account binding HMAC key, base64url [env ACMEDA_EAB_HMAC_KEY: keeps it out of the process list]")
+    parser.add_argument("--ak-type", choices=AK_TYPES, default="ecc", help="AK algorithm: ecc (P-256, ES256) or rsa (2048, RS256)")
+    parser.add_argument("--ek-chain", type=Path, action="append", default=[], metavar="PEM",
+                        help="EK CA certificates to send with the EK certificate (repeatable; NV-stored ones are always sent)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default 60)")
+
+
+def _options(args: argparse.Namespace):
+    from client.enroll import Options
+    from client.state import default_state_dir
+
+    if (args.eab_kid is None) != (args.eab_hmac_key is None):
+        raise _UsageError("--eab-kid and --eab-hmac-key go together")
+    return Options(
+        directory=args.ca, state_dir=args.state_dir or default_state_dir(), tcti=args.tcti, ca_bundle=args.ca_bundle,
+        insecure=args.insecure, eab=(args.eab_kid, args.eab_hmac_key) if args.eab_kid else None,
+        ak_type=args.ak_type, ek_chain=tuple(der for path in args.ek_chain for der in _read_pem_certificates(path)),
+        timeout=args.timeout,
+    )
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _read_pem_certificates(path: Path) -> list[bytes]:
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"--ek-chain {path}: {exc}") from None
+    return [c.public_bytes(serialization.Encoding.DER) for c in certificates]
+
+
+def _report(outcome) -> None:
+    certificate = outcome.certificate
+    if certificate is None:
+        print(f"{PROG}: {outcome.message}")
+        return
+    print(f"{PROG}: {outcome.message}; certificate serial {certificate.serial_number:x}, "
+          f"valid until {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        from client import enroll as flows
+        from client.acme import AcmeError
+        from client.http import TransportError
+        from client.state import StateError
+        from client.tpm import TpmError
+    except ImportError as exc:  # tpm2-pytss needs libtss2 (Debian: libtss2-esys-3.0.2-0, libtss2-tctildr0)
+        print(f"{PROG}: the TPM library cannot be loaded: {exc} (install tpm2-pytss and libtss2)", file=sys.stderr)
+        return 1
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        options = _options(args)
+        outcome = flows.enroll(options) if args.command == "enroll" else flows.renew(options, force=args.force)
+    except _UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except (AcmeError, TransportError, TpmError, StateError) as exc:
+        print(f"{PROG}: {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    _report(outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
