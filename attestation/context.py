@@ -16,16 +16,26 @@ from typing import Callable, Mapping
 
 @dataclass(frozen=True)
 class TrustStore:
-    """Trust anchors and helper intermediates, by format name (DER bytes)."""
+    """Trust anchors and helper intermediates (DER bytes), and raw trusted key documents, by
+    format name (or a format's named trust domain, such as the `tpm` format's "tpm-gcp").
+
+    `keys` serves formats whose authority signs with bare keys rather than certificates:
+    each entry is one key document as published, e.g. a JWK or JWK Set as JSON bytes for
+    "gcp-iit". The format parses them; an empty or absent entry trusts nothing.
+    """
 
     roots: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
     intermediates: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    keys: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
 
     def roots_for(self, fmt: str) -> tuple[bytes, ...]:
         return tuple(self.roots.get(fmt, ()))
 
     def intermediates_for(self, fmt: str) -> tuple[bytes, ...]:
         return tuple(self.intermediates.get(fmt, ()))
+
+    def keys_for(self, fmt: str) -> tuple[bytes, ...]:
+        return tuple(self.keys.get(fmt, ()))
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,14 @@ from ca import device_setup
 from ca.device_setup import device_policy, enabled_formats, revocation_checks
 from enroll.aliases import AliasRegistry
 from enroll.first_use import FirstUseRegistry
+from enroll.tpm_enrollment import TpmEnrollment, TpmSettings
 from ca.clock import Clock, SystemClock
 from ca.config import Config
 from ca.issuance import DEFAULT_PROFILES, Issuer
 from ca.jws import MAX_BODY
 from ca.middleware import acme_responses
 from ca.nonces import NONCE_KEY_SETTING, NonceService
-from ca.pki import load_or_create_ca
+from ca.pki import AttestationAuthority, load_or_create_attestation_ca, load_or_create_ca
 from ca.routes import add_routes
 from ca.services import Services
 from ca.storage.repository import Store, get_or_create_setting, prune_nonces
@@ -81,9 +82,14 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
     environ = os.environ if environ is None else environ
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     passphrase = environ.get(PASSPHRASE_ENV)
-    authority, _created = load_or_create_ca(
-        config.data_dir, key_type=config.key_type, passphrase=passphrase.encode() if passphrase else None, clock=clock,
-    )
+    key_passphrase = passphrase.encode() if passphrase else None
+    authority, _created = load_or_create_ca(config.data_dir, key_type=config.key_type, passphrase=key_passphrase,
+                                            clock=clock)
+    attestation_ca = load_or_create_attestation_ca(config.data_dir, authority, passphrase=key_passphrase, clock=clock)
+    formats = enabled_formats(config) if formats is None else formats
+    trust = device_setup.trust_store(config, formats) if trust is None else trust
+    if attestation_ca is not None and "tpm" in formats:
+        trust = device_setup.with_attestation_ca(trust, attestation_ca.der)
     store = Store(config.database)
     await store.migrate()
     nonce_key = await get_or_create_setting(store, NONCE_KEY_SETTING, secrets.token_bytes(32))
@@ -95,7 +101,17 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
         validators=build_validators(config, clock, formats, trust, AliasRegistry(store, clock),
                                     FirstUseRegistry(store, clock)),
         pseudonym_key=pseudonym_key,
+        tpm_enrollment=_tpm_enrollment(config, store, clock, attestation_ca),
     )
+
+
+def _tpm_enrollment(config: Config, store: Store, clock: Clock, ca: AttestationAuthority | None) -> TpmEnrollment | None:
+    """TPM AK enrollment, when acmeda has its attestation CA (see `load_or_create_attestation_ca`)."""
+    if ca is None:
+        return None
+    settings = TpmSettings(allow_pinned_ek=config.tpm_allow_pinned_ek, activation_lifetime=config.tpm_activation_lifetime,
+                           certificate_lifetime=config.tpm_ak_certificate_lifetime)
+    return TpmEnrollment(store, clock, ca, device_setup.ek_trust(config), settings)
 
 
 def build_app(services: Services) -> web.Application:

@@ -1,4 +1,4 @@
-"""The `acmeda` command: `serve` runs the CA; `eab`, `alias` and `db` are operator tools;
+"""The `acmeda` command: `serve` runs the CA; `eab`, `alias`, `tpm` and `db` are operator tools;
 `device` hands over to the device-side client (`client.cli`)."""
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ import ssl
 import sys
 from typing import Sequence
 
-from aiohttp import web
-
 from ca import config as config_mod
-from ca.app import build_app, build_services
-from ca.links import Links
-from ca.keys import KeyFileError
-from ca.pki import CAStoreError, load_or_create_tls_certificate
 
 log = logging.getLogger("acmeda")
 
@@ -42,11 +36,53 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--reusable", action="store_true", help="allow more than one enrollment with this alias (default: one)")
     add.add_argument("--label", default="", help="a note to remember what the alias is for")
     config_mod.add_arguments(add)
+    _tpm_parser(commands)
     db = commands.add_parser("db", help="database tools")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply schema migrations and exit")
     config_mod.add_arguments(upgrade)
     return parser
+
+
+def _tpm_parser(commands) -> None:
+    tpm = commands.add_parser("tpm", help="fleet registry: TPM endorsement keys for AK enrollment",
+                              description="What the operator vouches for about a TPM, named by its EK hash "
+                                          "(lowercase hex SHA-256 of the EK public key; see `acmeda tpm ek-hash`). "
+                                          "See docs/tpm-enrollment.md.")
+    actions = tpm.add_subparsers(dest="tpm_command", required=True, metavar="ACTION")
+    pin = actions.add_parser("pin-ek", help="admit a TPM without an EK certificate by its EK public key",
+                             description="Pin an EK: a machine whose TPM has no EK certificate may enroll an AK with it "
+                                         "(needs tpm_allow_pinned_ek). Its AK certificates name the TPM by --manufacturer, "
+                                         "--model and --version, which enrollment needs (here or later with register-ek).")
+    pin.add_argument("ek_public_file", metavar="EK_PUBLIC_FILE", type=Path,
+                     help="the EK: TPM2B_PUBLIC or TPMT_PUBLIC (tpm2_createek -u, tpm2_readpublic -o), or a PEM/DER public key")
+    register = actions.add_parser("register-ek", help="enroll the TPM with EK_HASH under an identifier of your own",
+                                  description="Register what you vouch for about the TPM whose EK hash is EK_HASH: the "
+                                              "identifier its AK certificates carry instead of the EK hash, and TPM "
+                                              "values its EK certificate lacks.")
+    register.add_argument("ek_hash", metavar="EK_HASH", help="64 lowercase hex digits (acmeda tpm ek-hash FILE)")
+    for action in (pin, register):
+        action.add_argument("--manufacturer", help="TPM manufacturer as TCG writes it (e.g. id:53544D20), for AK "
+                                                   "certificates: needed when no EK certificate states it")
+        action.add_argument("--model", help="TPM model (e.g. ST33HTPHAHB4), needed likewise")
+        action.add_argument("--version", help="TPM firmware version (e.g. id:00490004), needed likewise")
+        action.add_argument("--identifier", required=action is pin, metavar="VALUE",
+                            help="the permanent identifier of the machine (no '/'); default: the EK hash")
+        action.add_argument("--assigner", metavar="OID", help="the identifier's assigner (dotted OID); default: none")
+        action.add_argument("--label", default="", help="a note to remember the machine by")
+        config_mod.add_arguments(action)
+    show = actions.add_parser("ek-hash", help="print the EK hash of an EK certificate or EK public key file")
+    show.add_argument("file", metavar="FILE", type=Path, help="EK certificate or public key (PEM/DER), or TPM2B/TPMT_PUBLIC")
+
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    """Errors an operator fixes (a key file, the CA store), printed without a traceback.
+
+    The server's modules are imported where they are used, not at the top: `acmeda device`
+    runs on the device, and loading the CA there would cost it a second at every start."""
+    from ca.keys import KeyFileError
+    from ca.pki import CAStoreError
+    return KeyFileError, CAStoreError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from client.cli import main as device_main
         return device_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "tpm" and args.tpm_command == "ek-hash":
+        return _tpm_ek_hash(args.file)
     try:
         config = config_mod.load(args)
     except (ValueError, OSError) as exc:
@@ -64,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start-up
     try:
         return asyncio.run(_COMMANDS[args.command](config, args))
-    except (KeyFileError, CAStoreError) as exc:
+    except _operator_errors() as exc:
         print(f"acmeda: {exc}", file=sys.stderr)
         return 1
 
@@ -78,16 +116,53 @@ async def _run_eab(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 async def _run_alias(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from ca.app import build_services
+    from enroll.aliases import AliasRegistry
+
     services = await build_services(config)
     try:
-        from enroll.aliases import AliasRegistry
-
         await AliasRegistry(services.store, services.clock).add(args.alias, args.attested, single_use=not args.reusable,
                                                                label=args.label)
     finally:
         await services.store.close()
     print(f"acmeda: devices attesting {args.attested} may now order permanent-identifier {args.alias}"
           + ("" if args.reusable else " (once)"))
+    return 0
+
+
+async def _run_tpm(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from ca.clock import SystemClock
+    from ca.storage.repository import Store
+    from enroll.ek_registry import EkEntry, EkRegistry, ek_hash_of_file
+
+    try:
+        ek_hash = ek_hash_of_file(args.ek_public_file.read_bytes()) if args.tpm_command == "pin-ek" else args.ek_hash
+        entry = EkEntry(ek_hash, identifier=args.identifier, assigner=args.assigner, manufacturer=args.manufacturer,
+                        model=args.model, version=args.version, pinned=args.tpm_command == "pin-ek", label=args.label)
+    except (OSError, ValueError) as exc:
+        print(f"acmeda: {exc}", file=sys.stderr)
+        return 2
+    if config.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store(config.database)
+    try:
+        await store.migrate()
+        await EkRegistry(store, SystemClock()).put(entry)
+    finally:
+        await store.close()
+    name = args.identifier or ek_hash
+    print(f"acmeda: the TPM with EK {ek_hash} enrolls as {name}" + (" (pinned)" if entry.pinned else ""))
+    return 0
+
+
+def _tpm_ek_hash(path: Path) -> int:
+    from enroll.ek_registry import ek_hash_of_file
+
+    try:
+        print(ek_hash_of_file(path.read_bytes()))
+    except (OSError, ValueError) as exc:
+        print(f"acmeda: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -104,6 +179,12 @@ def _base_url(config: config_mod.Config) -> str:
 
 
 async def _serve(config: config_mod.Config) -> int:
+    from aiohttp import web
+
+    from ca.app import build_app, build_services
+    from ca.links import Links
+    from ca.pki import load_or_create_tls_certificate
+
     services = await build_services(config)
     ssl_context = None
     if config.tls:
@@ -131,6 +212,7 @@ async def _serve(config: config_mod.Config) -> int:
 
 async def _eab_create(config: config_mod.Config, label: str) -> int:
     from ca.accounts import create_eab_key
+    from ca.app import build_services
 
     services = await build_services(config)
     try:
@@ -153,7 +235,7 @@ async def _db_upgrade(config: config_mod.Config) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "db": _run_db}
+_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "tpm": _run_tpm, "db": _run_db}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -86,7 +86,13 @@ class Config:
     device_min_patch_level: str | None = field(default=None, metadata={"help": "oldest security patch level accepted (YYYY-MM)", "parse": _opt_str})
     device_require_verified_boot: bool = field(default=False, metadata={"help": "require evidence of verified boot", "parse": _bool})
     device_require_bootloader_locked: bool = field(default=False, metadata={"help": "require evidence of a locked bootloader", "parse": _bool})
+    device_allow_nitro_debug: bool = field(default=False, metadata={"help": "accept AWS Nitro Enclaves running in debug mode (all-zero PCRs, memory readable by the parent)", "parse": _bool})
     device_privacy: bool = field(default=False, metadata={"help": "privacy-preserving device certificates: no device identifier in the SAN (draft §7.4)", "parse": _bool})
+    tpm_ek_roots: Path | None = field(default=None, metadata={"help": "directory of extra TPM EK roots (*.pem) for AK enrollment; <dir>/intermediates/*.pem are path-building intermediates", "parse": lambda v: None if v in (None, "") else Path(v)})
+    tpm_ek_roots_only: bool = field(default=False, metadata={"help": "trust only the EK roots of tpm_ek_roots (narrow the bundled TPM maker roots away)", "parse": _bool})
+    tpm_allow_pinned_ek: bool = field(default=False, metadata={"help": "let machines without an EK certificate enroll an AK with an EK the operator pinned (acmeda tpm pin-ek)", "parse": _bool})
+    tpm_activation_lifetime: timedelta = field(default=timedelta(minutes=5), metadata={"help": "how long a TPM credential activation may wait for its answer", "parse": parse_duration})
+    tpm_ak_certificate_lifetime: timedelta = field(default=timedelta(days=30), metadata={"help": "lifetime of the AK certificates acmeda's attestation CA issues", "parse": parse_duration})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     @property

@@ -1,9 +1,12 @@
 """Device attestation as the operator configured it: enabled formats, trust anchors, the
-Android revocation list and the device policy, built from `Config` at start-up."""
+Android revocation list and the device policy, built from `Config` at start-up; and the TPM
+EK trust of AK enrollment (`ek_trust`), with acmeda's attestation CA as the `tpm` anchor of
+the AK certificates it issues (`with_attestation_ca`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -11,8 +14,9 @@ from attestation.context import RevocationCheck, TrustStore
 from attestation.evidence import TrustLevel
 from attestation.format import Format
 from attestation.formats import android_key
-from attestation.registry import FORMATS, default_trust
+from attestation.registry import FORMATS, default_trust, trust_entries
 from attestation.roots import pem_certificates
+from attestation.tpm.ek import EkTrust, default_ek_trust
 from ca.config import Config
 from ca.device_policy import DevicePolicy
 
@@ -27,15 +31,52 @@ def enabled_formats(config: Config) -> dict[str, Format]:
 
 
 def trust_store(config: Config, formats: Mapping[str, Format]) -> TrustStore:
-    """Bundled vendor roots, plus (or, with `attestation_roots_only`, replaced by) the operator's."""
+    """Bundled vendor roots and keys, plus (or, with `attestation_roots_only`, replaced by) the
+    operator's: `<attestation_roots>/<entry>/*.pem` certificates and `*.json` keys (JWK)."""
     bundled = default_trust()
-    roots = {} if config.attestation_roots_only else {name: bundled.roots_for(name) for name in formats}
+    entries = [entry for name in formats for entry in trust_entries(name)]
+    roots = {} if config.attestation_roots_only else {entry: bundled.roots_for(entry) for entry in entries}
+    keys = {} if config.attestation_roots_only else {entry: bundled.keys_for(entry) for entry in entries}
     if config.attestation_roots is not None:
-        for name in formats:
-            extra = _operator_roots(config.attestation_roots / name)
-            roots[name] = tuple(roots.get(name, ())) + extra
-    intermediates = {name: bundled.intermediates_for(name) for name in formats}
-    return TrustStore(roots=roots, intermediates=intermediates)
+        for entry in entries:
+            roots[entry] = tuple(roots.get(entry, ())) + _operator_roots(config.attestation_roots / entry)
+            keys[entry] = tuple(keys.get(entry, ())) + _operator_keys(config.attestation_roots / entry)
+    intermediates = {entry: bundled.intermediates_for(entry) for entry in entries}
+    return TrustStore(roots=roots, intermediates=intermediates, keys={k: v for k, v in keys.items() if v})
+
+
+def with_attestation_ca(trust: TrustStore, attestation_ca_der: bytes) -> TrustStore:
+    """`trust` with acmeda's attestation CA among the `tpm` anchors, so that the AK
+    certificates it issued verify in device-attest-01. It is acmeda's own CA, not a vendor
+    root, so `attestation_roots_only` does not narrow it away."""
+    roots = dict(trust.roots)
+    roots["tpm"] = tuple(dict.fromkeys((*trust.roots_for("tpm"), attestation_ca_der)))
+    return replace(trust, roots=roots)
+
+
+def ek_trust(config: Config) -> EkTrust:
+    """The EK roots of AK enrollment: the bundled TPM maker roots plus (or, with
+    `tpm_ek_roots_only`, replaced by) `tpm_ek_roots/*.pem`; `tpm_ek_roots/intermediates/*.pem`
+    join the bundled intermediate pool."""
+    bundled = default_ek_trust()
+    roots = () if config.tpm_ek_roots_only else bundled.roots
+    intermediates = bundled.intermediates
+    if config.tpm_ek_roots is not None:
+        roots += _operator_roots(config.tpm_ek_roots)
+        intermediates += _operator_roots(config.tpm_ek_roots / "intermediates")
+    elif config.tpm_ek_roots_only:
+        raise ValueError("tpm_ek_roots_only needs tpm_ek_roots: with neither, no EK would be trusted")
+    return EkTrust(tuple(dict.fromkeys(roots)), tuple(dict.fromkeys(intermediates)))
+
+
+def _operator_keys(folder: Path) -> tuple[bytes, ...]:
+    """Signing keys (JWK JSON documents) the operator refreshed, e.g. Google's token keys."""
+    if not folder.is_dir():
+        return ()
+    found = tuple(path.read_bytes() for path in sorted(folder.glob("*.json")))
+    if found:
+        log.info("trusting %d operator key(s) from %s", len(found), folder)
+    return found
 
 
 def _operator_roots(folder: Path) -> tuple[bytes, ...]:
@@ -99,4 +140,5 @@ def device_policy(config: Config) -> DevicePolicy:
         min_patch_level=config.device_min_patch_level,
         require_verified_boot=config.device_require_verified_boot,
         require_bootloader_locked=config.device_require_bootloader_locked,
+        allow_nitro_debug=config.device_allow_nitro_debug,
     )

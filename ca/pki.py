@@ -8,6 +8,12 @@ Later starts load the files and refuse to run on a set that does not fit togethe
 
 The root key is not needed after creation; it is kept (0600) so the operator can re-issue
 the intermediate, and may be moved offline: loading does not read it.
+
+`load_or_create_attestation_ca` adds acmeda's attestation intermediate in `<data_dir>/ca/
+attestation/` (same file names, same atomic creation), issued by the root with pathLen 0 and
+EKU tcg-kp-AIKCertificate: it signs only the AK certificates of TPM AK enrollment, and is the
+`tpm` format's trust anchor for them. Creating it needs the root key once; a CA whose root
+key was moved offline before the attestation CA existed runs without AK enrollment.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.clock import Clock
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 ROOT_CERT, ROOT_KEY = "root.pem", "root.key"
 INTERMEDIATE_CERT, INTERMEDIATE_KEY = "intermediate.pem", "intermediate.key"
 TLS_CHAIN, TLS_KEY = "server.pem", "server.key"
+
+ATTESTATION_CA_DIR = "attestation"
+OID_TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
 
 ROOT_LIFETIME = timedelta(days=3652)  # ten years, leap days included
 INTERMEDIATE_LIFETIME = timedelta(days=1826)  # five years
@@ -171,10 +181,11 @@ def _ca_certificate(
     validity: tuple[datetime, timedelta],
     serial: int,
     issuer: x509.Name | None = None,
+    extended_key_usages: Sequence[x509.ObjectIdentifier] = (),
 ) -> x509.Certificate:
-    """A CA certificate; self-signed unless `issuer` names the signer."""
+    """A CA certificate; self-signed unless `issuer` names the signer. An EKU restricts what it may certify."""
     not_before, lifetime = validity
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer or subject)
@@ -186,8 +197,10 @@ def _ca_certificate(
         .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
-        .sign(signer, signature_hash_for(signer))
     )
+    if extended_key_usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_key_usages)), critical=False)
+    return builder.sign(signer, signature_hash_for(signer))
 
 
 _CA_KEY_USAGE = x509.KeyUsage(
@@ -241,6 +254,95 @@ def _check_ca_fits(
             f"{ca_dir / INTERMEDIATE_CERT} is valid from {intermediate.not_valid_before_utc.isoformat()} "
             f"to {intermediate.not_valid_after_utc.isoformat()}, not now ({now.isoformat()}); re-issue it"
         )
+
+
+@dataclass(frozen=True)
+class AttestationAuthority:
+    """acmeda's attestation intermediate: it signs AK certificates and nothing else."""
+
+    certificate: x509.Certificate
+    key: PrivateKey
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def load_or_create_attestation_ca(
+    data_dir: Path,
+    ca: CertificateAuthority,
+    *,
+    passphrase: bytes | None,
+    clock: Clock,
+    randbits: Callable[[int], int] = secrets.randbits,
+) -> AttestationAuthority | None:
+    """Load `<data_dir>/ca/attestation/`, or create it with the root key; None if that key is gone."""
+    ca_dir = Path(data_dir) / "ca"
+    ak_dir = ca_dir / ATTESTATION_CA_DIR
+    if not (ak_dir / INTERMEDIATE_CERT).exists():
+        if not (ca_dir / ROOT_KEY).exists():
+            log.warning("%s is missing, so the attestation CA cannot be created: TPM AK enrollment is off "
+                        "until the root key is back for one start", ca_dir / ROOT_KEY)
+            return None
+        root_key = load_private_key(ca_dir / ROOT_KEY, passphrase)
+        if public_key_der(root_key) != public_key_der(ca.root.public_key()):
+            raise CAStoreError(f"{ca_dir / ROOT_KEY} is not the key of {ca_dir / ROOT_CERT}")
+        if _create_attestation_ca(ak_dir, ca, root_key, passphrase, clock.now(), randbits):
+            log.info("created the attestation CA in %s", ak_dir)
+    return _load_attestation_ca(ak_dir, ca, passphrase, clock.now())
+
+
+def _attestation_ca_name(root: x509.Certificate) -> x509.Name:
+    names = root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    root_cn = str(names[0].value) if names else "acmeda Root CA"
+    base = root_cn[: -len(" Root CA")] if root_cn.endswith(" Root CA") else root_cn
+    return _ca_name(f"{base} Attestation CA")
+
+
+def _create_attestation_ca(ak_dir: Path, ca: CertificateAuthority, root_key: PrivateKey, passphrase: bytes | None,
+                           now: datetime, randbits: Callable[[int], int]) -> bool:
+    """Write the attestation CA into place; False if another process put one there first."""
+    key = generate_private_key(_key_type_of(ca.intermediate_key))
+    not_before = now - CA_BACKDATE
+    lifetime = min(INTERMEDIATE_LIFETIME, ca.root.not_valid_after_utc - not_before)
+    certificate = _ca_certificate(
+        subject=_attestation_ca_name(ca.root), signer=root_key, public_key=key.public_key(), path_length=0,
+        validity=(not_before, lifetime), serial=new_serial(randbits), issuer=ca.root.subject,
+        extended_key_usages=(OID_TCG_KP_AIK_CERTIFICATE,),
+    )
+    staging = Path(tempfile.mkdtemp(prefix=".attestation-staging-", dir=ak_dir.parent))
+    try:
+        write_private_key(staging / INTERMEDIATE_KEY, key, passphrase)
+        write_certificate(staging / INTERMEDIATE_CERT, _pem(certificate))
+        return _move_into_place(staging, ak_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _key_type_of(key: PrivateKey) -> KeyType:
+    """The KeyType of an existing CA key, so the attestation CA uses the same kind."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return KeyType.ECDSA_P384 if isinstance(key.curve, ec.SECP384R1) else KeyType.ECDSA_P256
+    return {3072: KeyType.RSA_3072, 4096: KeyType.RSA_4096}.get(key.key_size, KeyType.RSA_2048)
+
+
+def _load_attestation_ca(ak_dir: Path, ca: CertificateAuthority, passphrase: bytes | None,
+                         now: datetime) -> AttestationAuthority:
+    if not (ak_dir / INTERMEDIATE_KEY).exists():
+        raise CAStoreError(f"{ak_dir} has a certificate but no {INTERMEDIATE_KEY}; restore it, "
+                           "or move the directory away to create a new attestation CA")
+    certificate = _load_certificate(ak_dir / INTERMEDIATE_CERT)
+    key = load_private_key(ak_dir / INTERMEDIATE_KEY, passphrase)
+    try:
+        certificate.verify_directly_issued_by(ca.root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CAStoreError(f"{ak_dir / INTERMEDIATE_CERT} is not signed by {ca.root_path}") from None
+    if public_key_der(key) != public_key_der(certificate.public_key()):
+        raise CAStoreError(f"{ak_dir / INTERMEDIATE_KEY} is not the key of {ak_dir / INTERMEDIATE_CERT}")
+    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
+        raise CAStoreError(f"{ak_dir / INTERMEDIATE_CERT} is not valid now ({now.isoformat()}); "
+                           "move the directory away to create a new attestation CA")
+    return AttestationAuthority(certificate, key)
 
 
 def _pem(certificate: x509.Certificate) -> bytes:

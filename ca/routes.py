@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ca.handlers import account, authz, certificate, directory, order
+from ca.handlers import account, authz, certificate, directory, order, tpm
 from ca.links import ACME
 
 
@@ -25,4 +25,6 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{ACME}/cert/{{serial}}", certificate.certificate),
         web.post(f"{ACME}/revoke-cert", certificate.revoke),
         web.get(f"{ACME}/renewal-info/{{cert_id}}", certificate.renewal_info),
+        web.post(tpm.NEW_AK, tpm.new_ak),
+        web.post(f"{tpm.ACTIVATION}/{{activation_id}}", tpm.answer),
     ])

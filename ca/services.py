@@ -7,7 +7,7 @@ own store. Nothing below this reads the wall clock or global state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from ca.challenges.registry import Validators
 from ca.clock import Clock
@@ -17,6 +17,9 @@ from ca.issuance import Issuer, Profile
 from ca.nonces import NonceService
 from ca.pki import CertificateAuthority
 from ca.storage.repository import Store
+
+if TYPE_CHECKING:
+    from enroll.tpm_enrollment import TpmEnrollment
 
 
 @dataclass
@@ -31,3 +34,4 @@ class Services:
     validators: Validators
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
     pseudonym_key: bytes = b""  # keys the device pseudonyms of privacy-preserving certificates
+    tpm_enrollment: "TpmEnrollment | None" = None  # None: no attestation CA, so no AK enrollment

@@ -20,19 +20,35 @@ PROG = "acmeda device"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Enroll this machine's TPM with an acmeda CA and keep its certificate renewed.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Enroll this machine's TPM, or its cloud identity, with an acmeda CA and keep its certificate renewed.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     enroll = commands.add_parser("enroll", help="enroll the TPM's attestation key and obtain a device certificate")
     renew = commands.add_parser("renew", help="renew the stored certificate when the CA suggests it (ARI)")
     for command in (enroll, renew):
         _common(command)
     renew.add_argument("--force", action="store_true", help="renew now, whatever the CA's renewal window says")
+    from client.cloud import KINDS
+    enroll.add_argument("--cloud", choices=KINDS, default=None,
+                        help="enroll with the cloud platform's evidence instead of a TPM: aws-nitro (inside an enclave, "
+                             "through /dev/nsm), gcp, azure or aws (the instance's metadata service); docs/cloud/client.md")
+    enroll.add_argument("--metadata-url", default=None, metavar="URL",
+                        help="base URL of the metadata service (default: the platform's own, e.g. http://169.254.169.254)")
     return parser
+
+
+def _tpm_choices() -> tuple[tuple[str, ...], str]:
+    """--ak-type choices and the --tcti default, without requiring tpm2-pytss (the `device` extra) for --cloud."""
+    try:
+        from client.tpm import AK_TYPES, DEFAULT_TCTI
+    except ImportError:
+        return ("ecc", "rsa"), "device:/dev/tpmrm0"
+    return AK_TYPES, DEFAULT_TCTI
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     from client.state import default_state_dir
-    from client.tpm import AK_TYPES, DEFAULT_TCTI
+
+    AK_TYPES, DEFAULT_TCTI = _tpm_choices()
 
     parser.add_argument("--ca", required=True, metavar="URL", help="the CA's ACME directory URL (acmeda serve prints it)")
     parser.add_argument("--tcti", default=DEFAULT_TCTI,
@@ -87,7 +103,33 @@ def _report(outcome) -> None:
           f"valid until {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
 
 
+def _enroll_cloud(args: argparse.Namespace) -> int:
+    """--cloud: client/cloud.py, which needs no TPM library."""
+    from client.acme import AcmeError
+    from client.cloud import CloudError, CloudOptions, enroll
+    from client.http import TransportError
+    from client.nsm import NsmError
+    from client.state import default_state_dir
+
+    if (args.eab_kid is None) != (args.eab_hmac_key is None):
+        print(f"{PROG}: --eab-kid and --eab-hmac-key go together", file=sys.stderr)
+        return 2
+    options = CloudOptions(kind=args.cloud, directory=args.ca, state_dir=args.state_dir or default_state_dir(),
+                           metadata_url=args.metadata_url, ca_bundle=args.ca_bundle, insecure=args.insecure,
+                           eab=(args.eab_kid, args.eab_hmac_key) if args.eab_kid else None, timeout=args.timeout)
+    try:
+        outcome = enroll(options)
+    except (AcmeError, TransportError, CloudError, NsmError) as exc:
+        print(f"{PROG}: enroll failed: {exc}", file=sys.stderr)
+        return 1
+    _report(outcome)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "enroll" and args.cloud:
+        return _enroll_cloud(args)
     try:
         from client import enroll as flows
         from client.acme import AcmeError
@@ -97,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # tpm2-pytss needs libtss2 (Debian: libtss2-esys-3.0.2-0, libtss2-tctildr0)
         print(f"{PROG}: the TPM library cannot be loaded: {exc} (install tpm2-pytss and libtss2)", file=sys.stderr)
         return 1
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         options = _options(args)
         outcome = flows.enroll(options) if args.command == "enroll" else flows.renew(options, force=args.force)

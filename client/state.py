@@ -21,12 +21,14 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from client.csr import PermanentIdentifier
-from client.tpm import KeyBlob
+
+if TYPE_CHECKING:  # tpm2-pytss is the optional `device` extra: `default_state_dir` must load without it
+    from client.tpm import KeyBlob
 
 
 class StateError(Exception):
@@ -70,6 +72,8 @@ class AkRecord:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AkRecord:
+        from client.tpm import KeyBlob
+
         identifier = doc["permanentIdentifier"]
         return cls(doc["directory"], KeyBlob(_unb64(doc["public"]), _unb64(doc["private"])), _unb64(doc["certificate"]),
                    tuple(_unb64(c) for c in doc["chain"]), PermanentIdentifier(identifier["value"], identifier.get("assigner")))
@@ -93,6 +97,8 @@ class DeviceRecord:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> DeviceRecord:
+        from client.tpm import KeyBlob
+
         return cls(doc["directory"], KeyBlob(_unb64(doc["public"]), _unb64(doc["private"])), doc["chain"].encode("ascii"))
 
 

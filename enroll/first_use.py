@@ -1,13 +1,16 @@
-"""Trust on first use for replayable evidence: an identifier enrolls with it once.
+"""Trust on first use for replayable evidence: an identifier belongs to the first account.
 
 An EC2 instance identity document carries no nonce, so anyone who has seen one can present
-it again. Like SPIRE's aws_iid node attestor, acmeda admits such evidence only the first time
-an identifier (the instance id) shows up; a second enrollment with it is refused, across
-replicas, because the first use is a row whose primary key is the identifier.
+it again. Like SPIRE's aws_iid node attestor, acmeda trusts such evidence on first use: the
+first ACME account key to enroll an identifier (the instance id) with it owns that
+identifier, and may enroll it again (renewal); every other account is refused, across
+replicas, because the first use is a row whose primary key is the identifier. An account
+key rollover therefore needs the operator to forget the identifier first.
 """
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 
 from sqlalchemy import insert
@@ -27,6 +30,7 @@ class ReplayableFirstUse(SQLModel, table=True):
     __tablename__ = "replayable_first_use"
     identifier: str = Field(primary_key=True, max_length=1100)  # "<type>:<value>"
     fmt: str = Field(max_length=64)
+    account_thumbprint: str = Field(max_length=64)  # RFC 7638 thumbprint of the first account key
     used_at: datetime = _time(nullable=False)
 
 
@@ -35,13 +39,17 @@ class FirstUseRegistry:
         self._store = store
         self._clock = clock
 
-    async def admit(self, identifier: Identifier, evidence: Evidence) -> bool:
-        """Record the first use of `identifier`; False if it was used before (by any replica)."""
-        row = {"identifier": f"{identifier.type.value}:{identifier.value}", "fmt": evidence.fmt,
+    async def admit(self, identifier: Identifier, evidence: Evidence, account_thumbprint: str) -> bool:
+        """True for the first use of `identifier` (recorded) and for later uses by the same
+        account key; False when another account used it first (on any replica)."""
+        key = f"{identifier.type.value}:{identifier.value}"
+        row = {"identifier": key, "fmt": evidence.fmt, "account_thumbprint": account_thumbprint,
                "used_at": self._clock.now()}
         try:
             async with self._store.transaction() as session:
                 await session.execute(insert(ReplayableFirstUse).values(**row))
+            return True
         except IntegrityError:
-            return False
-        return True
+            async with self._store.transaction() as session:
+                first = await session.get(ReplayableFirstUse, key)
+            return first is not None and hmac.compare_digest(first.account_thumbprint, account_thumbprint)

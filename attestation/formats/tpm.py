@@ -29,8 +29,9 @@ Checks, in order, each failing with its own error and `check` name:
   (RequirementFailed, `tpm-object-attributes`). WebAuthn does not ask this; acmeda does,
   because only such a key was generated in, and cannot leave, the TPM, which is what
   `key_protection="tpm"` and TrustLevel.HARDWARE claim;
-- x5c chains to the configured "tpm" roots at ctx.now (`attestation.x509chain`), and no
-  certificate of the path is revoked by ctx.revocation["tpm"];
+- x5c chains to the configured "tpm" (or "tpm-gcp", see below) roots at ctx.now
+  (`attestation.x509chain`), and no certificate of the path is revoked by
+  ctx.revocation["tpm"];
 - AK certificate profile (WebAuthn §8.3.1; RequirementFailed): version 3
   (`tpm-aik-version`), empty subject (`tpm-aik-subject`), EKU holds tcg-kp-AIKCertificate
   2.23.133.8.3 (`tpm-aik-eku`), basicConstraints present with cA false
@@ -55,12 +56,44 @@ extra facts tpm_manufacturer (the TCG vendor ID as text, "NTC"), tpm_model, tpm_
 TPMS_ATTEST.firmwareVersion is NOT used: the TPM obfuscates it (with resetCount and
 restartCount) when the AK is not in the endorsement or platform hierarchy, which is the case
 for Windows AIKs, so it proves nothing unless an enrollment knows the AK's hierarchy.
+
+Cloud vTPMs (docs/cloud/gcp-vtpm.md). The chain is built to the "tpm" roots and to the
+roots of the "tpm-gcp" trust domain together (Google Compute Engine's vTPM AK CAs,
+`default_gcp_roots`, with `default_gcp_intermediates` as path helpers: a VM sends its AK
+certificate alone). When the anchor reached is a "tpm-gcp" root, the Google Cloud profile
+(`attestation.tpm.gce.check_ak_profile`) replaces the WebAuthn AIK profile. It differs
+exactly here, because Google's AK certificates follow neither the WebAuthn §8.3.1 nor the
+TCG AIK profile:
+
+- subject: not required empty. The "EK/AK CA" (2022+) names the VM in it (L=zone,
+  O=Google Compute Engine, OU=project, CN=instance id); it is not read, the extension is;
+- EKU: not required. EK/AK CA certificates have none and the legacy CA writes
+  tcg-kp-EKCertificate (2.23.133.8.1) on AK certificates. Instead keyUsage must allow
+  digitalSignature (`tpm-gce-key-usage`): the same CA certifies the VM's EK with the same
+  instance extension and keyUsage keyEncipherment, and that is what tells them apart;
+- SAN: optional (the EK/AK CA has none); when present it gives tpm_manufacturer ("GOOG"),
+  tpm_model ("vTPM") and firmware_version; its otherNames are not used as identifiers;
+- required instead: the GCE instance identity extension 1.3.6.1.4.1.11129.2.1.21, strictly
+  decoded, with isProduction TRUE (`tpm-gce-instance-missing`, `tpm-gce-instance`,
+  `tpm-gce-not-production`). A WebAuthn-profile certificate under a Google root fails here;
+- unchanged: X.509 v3 and basicConstraints cA false; every check of the statement itself
+  (extraData binding, attested name, object attributes, signature by the AK).
+
+Google's AK ("signingKey") is a restricted signing key (the real GCE AK in the vectors has
+objectAttributes 0x00050072), so it signs only TPM-generated structures such as certInfo.
+Evidence under the Google profile: PermanentIdentifier(instance id in decimal,
+GCE_INSTANCE_ID); trust_level CLOUD, not HARDWARE (a vTPM is software in the hypervisor:
+its keys are as safe as Google's host, not a chip); key_protection "vtpm"; extra facts
+gce_instance_name, gce_is_production, gce_project_id, gce_project_number,
+gce_security_version (when stated), gce_zone, tpm_sig_alg (and tpm_manufacturer,
+tpm_model with the SAN). Azure Trusted Launch vTPMs have no bundled profile: they enroll
+through acmeda's own AK enrollment (EK -> AK credential activation).
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from asn1crypto import x509 as asn1_x509
@@ -68,20 +101,24 @@ from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from attestation.assigners import GCE_INSTANCE_ID
 from attestation.context import Binding, VerificationContext
 from attestation.errors import (
     ChallengeMismatch, InvalidSignature, MalformedStatement, RequirementFailed,
     UnsupportedFormat, catch_builtins,
 )
-from attestation.evidence import Evidence, Posture, TrustLevel
+from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format, key_authorization_binding
 from attestation.roots import bundled
+from attestation.tpm import gce
 from attestation.tpm.constants import ObjectAttr, St
+from attestation.tpm.quote import QuoteBundle, boot_posture
 from attestation.tpm.san import TpmSan, decode_san, san_extension
 from attestation.tpm.structs import TpmsAttest, TpmtPublic, compute_name
 from attestation.x509chain import check_revocation, public_key_of, verify_chain
 
 NAME = "tpm"
+GCP_TRUST = "tpm-gcp"  # TrustStore key of Google Compute Engine's vTPM AK CAs
 OID_TCG_KP_AIK_CERTIFICATE = "2.23.133.8.3"
 REQUIRED_OBJECT_ATTRIBUTES = (
     ObjectAttr.FIXED_TPM | ObjectAttr.FIXED_PARENT | ObjectAttr.SENSITIVE_DATA_ORIGIN | ObjectAttr.SIGN_ENCRYPT
@@ -92,6 +129,16 @@ def default_roots() -> tuple[bytes, ...]:
     """Bundled trust anchors: Microsoft TPM Root Certificate Authority 2014 (DER). acmeda's own
     AK CA and cloud vTPM AK CAs are added by configuration."""
     return bundled("tpm")
+
+
+def default_gcp_roots() -> tuple[bytes, ...]:
+    """Bundled "tpm-gcp" anchors: Google's legacy tpm_ek_v1_cloud_host root and EK/AK CA Root (DER)."""
+    return bundled("tpm-gcp")
+
+
+def default_gcp_intermediates() -> tuple[bytes, ...]:
+    """Bundled "tpm-gcp" path helpers: Google's vTPM AK issuing CAs (DER)."""
+    return bundled("tpm-gcp/intermediates")
 
 
 @dataclass(frozen=True)
@@ -180,8 +227,6 @@ def _check_certify(attest: TpmsAttest, public: TpmtPublic, stmt: TpmStatement, a
         )
 
 
-
-
 def _check_aik_profile(aik: asn1_x509.Certificate) -> TpmSan:
     """WebAuthn §8.3.1 TPM attestation statement certificate requirements."""
     if aik["tbs_certificate"]["version"].native != "v3":
@@ -233,6 +278,37 @@ def _evidence(public: TpmtPublic, san: TpmSan, alg: SignatureAlg, path: list[asn
     )
 
 
+def _gce_evidence(public: TpmtPublic, ak: gce.GceAk, alg: SignatureAlg, path: list[asn1_x509.Certificate],
+                  ctx: VerificationContext) -> Evidence:
+    vm = ak.instance
+    extra = {"gce_project_id": vm.project_id, "gce_project_number": str(vm.project_number), "gce_zone": vm.zone,
+             "gce_instance_name": vm.instance_name, "gce_is_production": "true" if vm.is_production else "false",
+             "tpm_sig_alg": alg.name}
+    if vm.security_version is not None:
+        extra["gce_security_version"] = str(vm.security_version)
+    if ak.san is not None:
+        extra.update(tpm_manufacturer=ak.san.vendor or ak.san.manufacturer, tpm_model=ak.san.model)
+    facts = tuple(sorted((name, value) for name, value in extra.items() if value is not None))
+    return Evidence(
+        fmt=NAME,
+        public_key=public.spki(),
+        trust_level=TrustLevel.CLOUD,  # a vTPM is software in Google's hypervisor, not a chip
+        permanent_identifiers=(PermanentIdentifier(str(vm.instance_id), GCE_INSTANCE_ID),),
+        posture=Posture(firmware_version=ak.san.version if ak.san else None, key_protection="vtpm", extra=facts),
+        chain=tuple(cert.dump() for cert in path),
+        attested_at=ctx.now,
+    )
+
+
+def _chain(stmt: TpmStatement, ctx: VerificationContext) -> tuple[list[asn1_x509.Certificate], bool]:
+    """The AK certificate path to a "tpm" or "tpm-gcp" root, and whether it reached a Google vTPM root."""
+    gcp_roots = ctx.trust.roots_for(GCP_TRUST)
+    path = verify_chain(stmt.x5c, ctx.trust.roots_for(NAME) + gcp_roots, ctx.now,
+                        intermediates=ctx.trust.intermediates_for(NAME) + ctx.trust.intermediates_for(GCP_TRUST))
+    check_revocation(path[:-1], ctx.revocation.get(NAME), NAME)  # the root is the trust decision itself
+    return path, path[-1].dump() in set(gcp_roots)
+
+
 @catch_builtins
 def verify(att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
     """Verify a "tpm" attestation statement; return what it proves or raise the failed check."""
@@ -241,11 +317,27 @@ def verify(att_stmt: Mapping[str, Any], ctx: VerificationContext) -> Evidence:
     public = TpmtPublic.parse(stmt.pub_area)
     attest = TpmsAttest.parse(stmt.cert_info)
     _check_certify(attest, public, stmt, alg, ctx.binding)
-    path = verify_chain(stmt.x5c, ctx.trust.roots_for(NAME), ctx.now, intermediates=ctx.trust.intermediates_for(NAME))
-    check_revocation(path[:-1], ctx.revocation.get(NAME), NAME)  # the root is the trust decision itself
-    san = _check_aik_profile(path[0])
-    _check_signature(path[0], stmt, alg)
-    return _evidence(public, san, alg, path, ctx)
+    path, google = _chain(stmt, ctx)
+    if google:
+        ak = gce.check_ak_profile(path[0])
+        _check_signature(path[0], stmt, alg)
+        evidence = _gce_evidence(public, ak, alg, path, ctx)
+    else:
+        san = _check_aik_profile(path[0])
+        _check_signature(path[0], stmt, alg)
+        evidence = _evidence(public, san, alg, path, ctx)
+    return _with_boot_posture(evidence, att_stmt, path[0], attest)
+
+
+def _with_boot_posture(evidence: Evidence, att_stmt: Mapping[str, Any], aik: asn1_x509.Certificate,
+                       attest: TpmsAttest) -> Evidence:
+    """Add what an optional PCR quote proves about the boot (docs/tpm-boot-posture.md). The quote
+    carries the same extraData as certInfo, so it too was made for this challenge, by this AK."""
+    bundle = QuoteBundle.from_att_stmt(att_stmt)
+    if bundle is None:
+        return evidence
+    boot = boot_posture(aik.public_key.dump(), bundle, attest.extra_data)
+    return replace(evidence, posture=boot.facts.apply(evidence.posture))
 
 
 FORMAT = Format(name=NAME, verify=verify, acme_binding=key_authorization_binding)

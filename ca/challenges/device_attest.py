@@ -16,8 +16,9 @@ first that fails decides the problem (see docs/device-attest.md):
 5. the evidence proves at least one device identifier, and the order's identifier is one of
    them octet for octet (§3.2, §4.2) → else `badAttestationStatement` (with a
    `rejectedIdentifier` subproblem for a mismatch);
-6. replayable evidence (no challenge binding: EC2 identity documents) is admitted once per
-   identifier (trust on first use) → else `badAttestationStatement`.
+6. replayable evidence (no challenge binding: EC2 identity documents) is trusted on first
+   use: the first account to enroll an identifier with it owns it → else
+   `badAttestationStatement`.
 
 The attested key is checked against the CSR at finalize with `csr_key_matches_evidence`
 (§8: the attestation authority, the CSR key and the order identifier bind three ways).
@@ -136,7 +137,7 @@ def _validation_record(identifier: Identifier, evidence: Evidence) -> dict[str, 
 
 
 AliasLookup = Callable[[Identifier, Evidence], Awaitable[bool]]
-FirstUse = Callable[[Identifier, Evidence], Awaitable[bool]]  # True the first time only
+FirstUse = Callable[[Identifier, Evidence, str], Awaitable[bool]]  # True unless another account used it first
 
 
 class DeviceAttestValidator:
@@ -177,19 +178,20 @@ class DeviceAttestValidator:
         self._policy.check(evidence)
         await self._check_identifier(request.identifier, evidence)
         if evidence.replayable:
-            await self._admit_replayable(request.identifier, evidence)
+            await self._admit_replayable(request.identifier, evidence, request.account_thumbprint)
         return ValidationResult(record=_validation_record(request.identifier, evidence), evidence=evidence)
 
-    async def _admit_replayable(self, identifier: Identifier, evidence: Evidence) -> None:
+    async def _admit_replayable(self, identifier: Identifier, evidence: Evidence, account_thumbprint: str) -> None:
         """Evidence without a challenge binding (an EC2 identity document) could be replayed by
-        anyone who saw it, so it enrolls an identifier once: trust on first use, as SPIRE does."""
+        anyone who saw it, so the first account to enroll an identifier with it owns it: trust on
+        first use, as SPIRE does. That account may enroll it again (renewal); no other may."""
         if self._first_use is None:
             raise BadAttestationStatement(
                 f"the {evidence.fmt} attestation is replayable and this CA keeps no first-use registry")
-        if not await self._first_use(identifier, evidence):
+        if not await self._first_use(identifier, evidence, account_thumbprint):
             raise BadAttestationStatement(
-                f"{identifier} has already enrolled with replayable {evidence.fmt} evidence; "
-                "such evidence is admitted once per identifier (trust on first use)")
+                f"{identifier} was first enrolled by another account with replayable {evidence.fmt} evidence; "
+                "such evidence is trusted on first use, for that account only")
 
     async def _check_identifier(self, identifier: Identifier, evidence: Evidence) -> None:
         try:

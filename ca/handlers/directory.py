@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ca.appkeys import SERVICES
+from ca.handlers import tpm
 from ca.handlers.common import json_response
 from ca.middleware import links_for
 
@@ -17,15 +18,17 @@ async def directory(request: web.Request) -> web.Response:
         meta["termsOfService"] = config.terms_of_service
     if config.website:
         meta["website"] = config.website
-    return json_response({
+    body = {
         "newNonce": links.new_nonce(),
         "newAccount": links.new_account(),
         "newOrder": links.new_order(),
         "revokeCert": links.revoke_cert(),
         "keyChange": links.key_change(),
         "renewalInfo": links.renewal_info(),
-        "meta": meta,
-    })
+    }
+    if request.app[SERVICES].tpm_enrollment is not None:
+        body["newTpmAk"] = tpm.new_ak_url(links)  # TPM AK enrollment (docs/tpm-enrollment.md)
+    return json_response({**body, "meta": meta})
 
 
 async def new_nonce(request: web.Request) -> web.Response:

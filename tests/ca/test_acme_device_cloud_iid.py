@@ -80,7 +80,7 @@ def _aws_att_obj(token: str, key_authorization: bytes) -> bytes:
     return aws_fleet.attest("pkcs7-dsa").att_obj()  # the document binds nothing: the same bytes every time
 
 
-async def test_aws_iid_flow_to_a_certificate_once_per_instance(start_app):
+async def test_aws_iid_flow_to_a_certificate_for_the_first_account_only(start_app):
     att = aws_fleet.attest("pkcs7-dsa")
     acme = await _session(start_app, {"aws-iid": att.fmt}, att.trust)
     order_url, order, authz = await _attest(acme, AWS_IDENTIFIER, _aws_att_obj)
@@ -92,9 +92,15 @@ async def test_aws_iid_flow_to_a_certificate_once_per_instance(start_app):
     assert posture.posture.replayable is True
     assert dict(posture.posture.extra)["aws_signature"] == "pkcs7-dsa-sha1"
 
-    _url, _order, replay = await _attest(acme, AWS_IDENTIFIER, _aws_att_obj)
-    assert replay["status"] == "invalid", "a replayable document enrolls its instance once"
-    assert "trust on first use" in replay["challenges"][0]["error"]["detail"]
+    _url, _order, renewal = await _attest(acme, AWS_IDENTIFIER, _aws_att_obj)
+    assert renewal["status"] == "valid", "the account that enrolled the instance first may enroll it again"
+
+    other = AcmeSession(acme.http)
+    await other.load_directory()
+    await other.new_account()
+    _url, _order, replay = await _attest(other, AWS_IDENTIFIER, _aws_att_obj)
+    assert replay["status"] == "invalid", "another account replaying the document is refused"
+    assert "first enrolled by another account" in replay["challenges"][0]["error"]["detail"]
 
 
 async def test_aws_iid_document_of_another_instance_is_refused(start_app):

@@ -91,19 +91,25 @@ async def test_cloud_trust_level_is_refused_by_the_default_policy(start_app):
     assert "cloud" in error["detail"] and "tee" in error["detail"], error
 
 
-async def test_replayable_evidence_enrolls_an_identifier_once(start_app):
+async def test_replayable_evidence_is_trusted_on_first_use_by_that_account(start_app):
     acme = await _session(start_app, device_min_trust_level="cloud")
     order_url, order, authz = await _attest(acme, "i-0first", replayable=True)
     assert authz["status"] == "valid", authz
     posture = posture_from_certificate(await _certificate(acme, order_url, order))
     assert posture.posture.replayable is True and posture.posture.key_attested is False
 
-    _url, _order, again = await _attest(acme, "i-0first", replayable=True)
-    assert again["status"] == "invalid"
-    assert "trust on first use" in again["challenges"][0]["error"]["detail"]
+    _url, _order, renewal = await _attest(acme, "i-0first", replayable=True)
+    assert renewal["status"] == "valid", "the first account may enroll its instance again"
 
-    _url, _order, other = await _attest(acme, "i-0second", replayable=True)
-    assert other["status"] == "valid", "the first use of another identifier is admitted"
+    other = AcmeSession(acme.http)
+    await other.load_directory()
+    await other.new_account()
+    _url, _order, again = await _attest(other, "i-0first", replayable=True)
+    assert again["status"] == "invalid"
+    assert "first enrolled by another account" in again["challenges"][0]["error"]["detail"]
+
+    _url, _order, fresh = await _attest(other, "i-0second", replayable=True)
+    assert fresh["status"] == "valid", "the first use of another identifier is admitted"
 
 
 @pytest.mark.parametrize("replayable", [False])

@@ -85,9 +85,16 @@ async def test_enclave_enrolls_to_a_certificate(start_app, identifier):
     assert facts["nitro_pcr0"] == fleet.IMAGE.hex() and facts["nitro_pcr4"] == fleet.measure(fleet.INSTANCE_ID.encode()).hex()
 
 
-async def test_debug_enclave_is_marked_in_the_certificate(start_app):
-    """The verifier states debug mode and the CA policy has no rule on it yet: the fact must reach the gate."""
+async def test_debug_enclave_is_refused_by_default(start_app):
     acme = await _session(start_app, device_min_trust_level="cloud")
+    _, _, authz, _ = await _attest(acme, INSTANCE, debug=True)
+    error = authz["challenges"][0]["error"]
+    assert authz["status"] == "invalid" and "allow-nitro-debug" in error["detail"], error
+
+
+async def test_debug_enclave_is_marked_in_the_certificate_when_allowed(start_app):
+    """With the operator's leave the debug fact must reach the gate, which can still refuse it."""
+    acme = await _session(start_app, device_min_trust_level="cloud", device_allow_nitro_debug=True)
     order_url, order, authz, key = await _attest(acme, INSTANCE, debug=True)
     assert authz["status"] == "valid", authz["challenges"][0].get("error")
     facts = dict(posture_from_certificate(await _certificate(acme, order_url, order, key)).posture.extra)
@@ -95,7 +102,7 @@ async def test_debug_enclave_is_marked_in_the_certificate(start_app):
 
 
 async def test_debug_enclave_cannot_claim_an_image(start_app):
-    acme = await _session(start_app, device_min_trust_level="cloud")
+    acme = await _session(start_app, device_min_trust_level="cloud", device_allow_nitro_debug=True)
     _, _, authz, _ = await _attest(acme, f"{bytes(48).hex()}/{assigners.NITRO_ENCLAVE_IMAGE}", debug=True)
     error = authz["challenges"][0]["error"]
     assert authz["status"] == "invalid" and error["subproblems"][0]["type"] == "urn:ietf:params:acme:error:rejectedIdentifier"

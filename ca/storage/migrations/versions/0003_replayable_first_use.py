@@ -20,6 +20,7 @@ def upgrade() -> None:
     op.create_table('replayable_first_use',
     sa.Column('identifier', sqlmodel.sql.sqltypes.AutoString(length=1100), nullable=False),
     sa.Column('fmt', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('account_thumbprint', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('used_at', ca.storage.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('identifier')
     )
