@@ -32,6 +32,12 @@ class Links:
     def renewal_info(self, cert_id: str | None = None) -> str:
         return f"{self.base}{ACME}/renewal-info" + (f"/{cert_id}" if cert_id else "")
 
+    def tpm_new_ak(self) -> str:
+        return f"{self.base}{ACME}/tpm/new-ak"
+
+    def tpm_activation(self, activation_id: str) -> str:
+        return f"{self.base}{ACME}/tpm/ak/{activation_id}"
+
     def account(self, account_id: str) -> str:
         return f"{self.base}{ACME}/acct/{account_id}"
 

@@ -1,2 +1,4 @@
-"""Who may enroll: the fleet registry (enrollment aliases now; devices, approvals and TPM AK
-enrollment in later issues). It answers the CA's questions; it never issues certificates."""
+"""Who may enroll: the fleet registry (enrollment aliases, operator-registered and pinned TPM
+EKs), trust on first use for replayable cloud evidence, and TPM AK enrollment by credential
+activation. It answers the CA's questions and certifies TPM AKs; device certificates are the
+CA's (`ca/`)."""

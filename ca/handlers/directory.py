@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from ca.appkeys import SERVICES
-from ca.handlers import tpm
 from ca.handlers.common import json_response
 from ca.middleware import links_for
 
@@ -27,7 +26,7 @@ async def directory(request: web.Request) -> web.Response:
         "renewalInfo": links.renewal_info(),
     }
     if request.app[SERVICES].tpm_enrollment is not None:
-        body["newTpmAk"] = tpm.new_ak_url(links)  # TPM AK enrollment (docs/tpm-enrollment.md)
+        body["newTpmAk"] = links.tpm_new_ak()  # TPM AK enrollment (docs/tpm-enrollment.md)
     return json_response({**body, "meta": meta})
 
 

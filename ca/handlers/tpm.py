@@ -12,16 +12,8 @@ from ca.links import ACME, Links
 from ca.problems import Malformed
 from ca.services import Services
 
-NEW_AK = f"{ACME}/tpm/new-ak"
+NEW_AK = f"{ACME}/tpm/new-ak"  # route paths; URLs come from `Links`
 ACTIVATION = f"{ACME}/tpm/ak"
-
-
-def new_ak_url(links: Links) -> str:
-    return f"{links.base}{NEW_AK}"
-
-
-def activation_url(links: Links, activation_id: str) -> str:
-    return f"{links.base}{ACTIVATION}/{activation_id}"
 
 
 def _enrollment(services: Services):
@@ -34,7 +26,7 @@ def _enrollment(services: Services):
 async def new_ak(request: web.Request, auth: AuthenticatedRequest, services: Services, links: Links) -> web.Response:
     assert auth.account is not None
     begun = await _enrollment(services).begin(auth.account.id, auth.payload())
-    return json_response(begun.to_json(), status=201, headers={"Location": activation_url(links, begun.activation.id)})
+    return json_response(begun.to_json(), status=201, headers={"Location": links.tpm_activation(begun.activation.id)})
 
 
 @acme_post(AuthMode.KID)
