@@ -15,16 +15,14 @@ Callers that must choose the binding by format (the ACME validator) use the thre
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import cbor2
 
 from attestation.context import VerificationContext
 from attestation.errors import AttestationError, MalformedStatement, UnsupportedFormat, catch_builtins
 from attestation.evidence import Evidence
+from attestation.strict import strict_cbor
 
 if TYPE_CHECKING:  # the registry imports every format; this module needs only the type
     from attestation.format import Format
@@ -56,53 +54,9 @@ class AttestationObject:
     auth_data: bytes | None = None
 
 
-class _RejectAllTags(MappingABC):
-    """`semantic_decoders` that refuse every tag: statements carry none, and tags such as
-    28/29 (shared references) build cyclic objects, 1 dates, 258 sets."""
-
-    def __getitem__(self, tag: int):
-        def reject(*_: Any) -> Any:
-            raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not allowed in an attestation object")
-
-        return reject
-
-    def get(self, tag: int, default: Any = None):  # cbor2 6.2 asks with [] (checked); get() for safety
-        return self[tag]
-
-    def __contains__(self, tag: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _reject_tag(*args: Any) -> Any:
-    """Backstop `tag_hook` (cbor2 6 passes (tag, immutable), cbor2 5 (decoder, tag))."""
-    tags = [a.tag for a in args if isinstance(a, cbor2.CBORTag)]
-    raise cbor2.CBORDecodeError(f"CBOR tag {tags[0] if tags else '?'} is not allowed in an attestation object")
-
-
 def _decode_cbor(data: bytes) -> Any:
     """Exactly one CBOR data item, strictly; any failure is MalformedStatement."""
-    stream = io.BytesIO(data)
-    try:
-        item = cbor2.CBORDecoder(
-            stream,
-            semantic_decoders=_RejectAllTags(),
-            tag_hook=_reject_tag,
-            max_depth=_MAX_DEPTH,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        ).decode()
-    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, EOFError) as exc:
-        reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-        raise MalformedStatement(f"attestation object is not valid CBOR: {reason}", check=_CHECK) from exc
-    if stream.tell() != len(data):
-        raise MalformedStatement(
-            f"attestation object has {len(data) - stream.tell()} trailing bytes after the CBOR item", check=_CHECK)
+    item = strict_cbor(data, "attestation object", check=_CHECK, max_depth=_MAX_DEPTH, text_and_bytes_keys_only=True)
     _check_plain(item, 0)
     return item
 

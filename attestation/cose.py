@@ -15,10 +15,8 @@ both with check `cose-signature`.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import cbor2
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from attestation.errors import InvalidSignature, MalformedStatement, UnsupportedFormat
+from attestation.strict import strict_cbor
 
 SIGN1_TAG = 18
 HEADER_ALG = 1
@@ -75,49 +74,9 @@ class Sign1:
         return cbor2.dumps(["Signature1", self.protected, external_aad, self.payload])
 
 
-class _RejectAllTags(MappingABC):
-    """cbor2 `semantic_decoders` that refuse every tag (1 dates, 2 bignums, 28 shared refs, …)."""
-
-    def __getitem__(self, tag: int):
-        def reject(*_: Any) -> Any:
-            raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not allowed here")
-
-        return reject
-
-    def get(self, tag: int, default: Any = None):
-        return self[tag]
-
-    def __contains__(self, tag: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _reject_tag(*args: Any) -> Any:
-    raise cbor2.CBORDecodeError("CBOR tags are not allowed here")
-
-
 def decode_cbor(data: bytes, what: str, *, check: str = CHECK_STRUCTURE) -> Any:
     """Exactly one CBOR item from `data`, strictly (see the module docstring)."""
-    stream = io.BytesIO(data)
-    try:
-        item = cbor2.CBORDecoder(
-            stream,
-            semantic_decoders=_RejectAllTags(),
-            tag_hook=_reject_tag,
-            max_depth=_MAX_DEPTH,
-            allow_duplicate_keys=False,
-        ).decode()
-    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, EOFError) as exc:
-        reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-        raise MalformedStatement(f"{what} is not valid CBOR: {reason}", check=check) from exc
-    if stream.tell() != len(data):
-        raise MalformedStatement(f"{what} has {len(data) - stream.tell()} trailing bytes after its CBOR item", check=check)
-    return item
+    return strict_cbor(data, what, check=check, max_depth=_MAX_DEPTH)
 
 
 def decode_sign1(data: bytes, what: str = "COSE_Sign1") -> Sign1:

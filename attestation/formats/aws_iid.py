@@ -35,7 +35,6 @@ it once per instance id. The key in the CSR is not attested: `public_key` is Non
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 from attestation import cms
 from attestation.assigners import AWS_EC2_INSTANCE_ID
 from attestation.context import VerificationContext
+from attestation.strict import strict_json
 from attestation.errors import ChainExpired, InvalidSignature, MalformedStatement, RequirementFailed, UntrustedChain, catch_builtins
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format, Verify, key_authorization_binding
@@ -199,7 +199,7 @@ def parse_document(document: bytes) -> InstanceIdentity:
     """Parse an instance identity document strictly; MalformedStatement (check "aws-document") names the fault."""
     try:
         text = bytes(document).decode("utf-8")
-        fields = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        fields = strict_json(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedStatement(f"document is not strict UTF-8 JSON: {exc}", check="aws-document") from exc
     if not isinstance(fields, dict):
@@ -220,19 +220,6 @@ def parse_document(document: bytes) -> InstanceIdentity:
         raise MalformedStatement(f"document pendingTime is not a date: {exc}", check="aws-document") from exc
     return InstanceIdentity(fields["instanceId"], fields["accountId"], fields["region"], fields["availabilityZone"],
                             fields["imageId"], fields["instanceType"], pending, fields["architecture"])
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"member {key!r} appears more than once")
-        found[key] = value
-    return found
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 @lru_cache(maxsize=8)

@@ -37,7 +37,6 @@ challenge. `attested_at` is createdOn.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -48,6 +47,7 @@ from asn1crypto import x509 as asn1_x509
 from attestation import cms
 from attestation.assigners import AZURE_VM_ID
 from attestation.context import Binding, VerificationContext
+from attestation.strict import strict_json
 from attestation.errors import ChallengeMismatch, MalformedStatement, RequirementFailed, catch_builtins
 from attestation.evidence import Evidence, PermanentIdentifier, Posture, TrustLevel
 from attestation.format import Format
@@ -169,7 +169,7 @@ def _check_signer_name(signer: asn1_x509.Certificate) -> str:
 def parse_document(content: bytes) -> AttestedDocument:
     """Parse the attested document strictly; MalformedStatement (check "azure-document") names the fault."""
     try:
-        fields = json.loads(bytes(content).decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        fields = strict_json(bytes(content).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedStatement(f"attested document is not strict UTF-8 JSON: {exc}", check="azure-document") from exc
     if not isinstance(fields, dict):
@@ -223,19 +223,6 @@ def _time(stamps: Mapping[str, Any], name: str) -> datetime:
         return datetime.strptime(value, "%m/%d/%y %H:%M:%S %z").astimezone(timezone.utc)
     except ValueError as exc:
         raise MalformedStatement(f"attested document timeStamp.{name} is not a date: {exc}", check="azure-document") from exc
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"member {key!r} appears more than once")
-        found[key] = value
-    return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _check_window(document: AttestedDocument, now: datetime) -> None:

@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from attestation.assigners import GCE_INSTANCE_ID
 from attestation.context import Binding, VerificationContext
+from attestation.strict import strict_json
 from attestation.errors import (
     ChallengeMismatch, IdentifierMissing, InvalidSignature, MalformedStatement, RequirementFailed,
     UnsupportedFormat, UntrustedChain, catch_builtins,
@@ -210,22 +211,9 @@ def _b64decode(part: str, what: str) -> bytes:
     return raw
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"member {key!r} appears more than once")
-        found[key] = value
-    return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _malformed(f"the {what} is not strict UTF-8 JSON: {exc}") from None
     if not isinstance(value, dict):
