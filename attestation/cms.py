@@ -42,7 +42,9 @@ from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from attestation.errors import InvalidSignature, MalformedStatement, RequirementFailed, UnsupportedFormat
+from attestation.errors import (
+    InvalidSignature, MalformedStatement, RequirementFailed, UnsupportedFormat, catch_builtins,
+)
 from attestation.x509chain import parse_certificate, public_key_of
 
 OID_DATA = "1.2.840.113549.1.7.1"
@@ -210,6 +212,7 @@ def _signed_attributes(signer: cms.SignerInfo, content_type: str, what: str):
     return der, seen[_OID_MESSAGE_DIGEST].native, signing_time
 
 
+@catch_builtins  # an embedded certificate is parsed lazily: its bad fields surface here
 def names_certificate(signed: SignedData, certificate: asn1_x509.Certificate) -> bool:
     """Whether the SignerInfo's signer identifier designates `certificate`."""
     sid = signed.signer["sid"]
@@ -225,6 +228,7 @@ def names_certificate(signed: SignedData, certificate: asn1_x509.Certificate) ->
         return False
 
 
+@catch_builtins
 def signer_certificate(signed: SignedData, candidates: Iterable[bytes]) -> bytes | None:
     """The first of `candidates` (DER) that the SignerInfo designates, or None."""
     for der in candidates:
@@ -233,6 +237,7 @@ def signer_certificate(signed: SignedData, candidates: Iterable[bytes]) -> bytes
     return None
 
 
+@catch_builtins
 def verify_signer(
     signed: SignedData,
     certificate: bytes | asn1_x509.Certificate,

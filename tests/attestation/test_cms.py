@@ -219,3 +219,21 @@ def test_fuzz_mutated_blobs(data):
 @settings(max_examples=200, deadline=None)
 def test_fuzz_random_bytes(blob):
     _read_and_verify(blob)
+
+
+def test_embedded_certificate_with_a_broken_field_is_refused_not_crashed():
+    """asn1crypto parses an embedded certificate lazily, so a bad serialNumber surfaces only when
+    the signer is matched: it must be an AttestationError there too (found by the fuzzer)."""
+    for seed in SEEDS:
+        at = seed.find(b"\xa0\x03\x02\x01\x02\x02")  # [0] version v3, then the serialNumber INTEGER tag
+        if at < 0:
+            continue
+        blob = bytearray(seed)
+        blob[at + 5] = 0x42  # the INTEGER tag becomes an APPLICATION tag
+        _read_and_verify(bytes(blob))  # raises anything but AttestationError if the bug returns
+        signed = cms.parse_signed_data(bytes(blob))
+        assert signed.certificates, "the mutated seed still embeds its certificate"
+        with pytest.raises(AttestationError):
+            cms.verify_signer(signed, signed.certificates[0], signed.content or CONTENT, allowed=ALL)
+        return
+    pytest.fail("no seed embeds a certificate")
