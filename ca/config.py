@@ -56,6 +56,11 @@ def _opt_str(text: Any) -> str | None:
     return None if text in (None, "") else str(text)
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work (an unknown format, an empty root folder): the operator fixes
+    it, so the CLI prints it as one line, without a traceback."""
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default=Path("acmeda-data"), metadata={"help": "where keys, certificates and the SQLite database live", "parse": Path})

@@ -17,7 +17,7 @@ from attestation.formats import android_key
 from attestation.registry import FORMATS, default_trust, trust_entries
 from attestation.roots import pem_certificates
 from attestation.tpm.ek import EkTrust, default_ek_trust
-from ca.config import Config
+from ca.config import Config, ConfigError
 from ca.device_policy import DevicePolicy
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def enabled_formats(config: Config) -> dict[str, Format]:
     unknown = set(config.attestation_formats) - set(FORMATS)
     if unknown:
-        raise ValueError(f"attestation_formats: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(FORMATS))}")
+        raise ConfigError(f"attestation_formats: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(FORMATS))}")
     return {name: FORMATS[name] for name in config.attestation_formats}
 
 
@@ -65,7 +65,7 @@ def ek_trust(config: Config) -> EkTrust:
         roots += _operator_roots(config.tpm_ek_roots)
         intermediates += _operator_roots(config.tpm_ek_roots / "intermediates")
     elif config.tpm_ek_roots_only:
-        raise ValueError("tpm_ek_roots_only needs tpm_ek_roots: with neither, no EK would be trusted")
+        raise ConfigError("tpm_ek_roots_only needs tpm_ek_roots: with neither, no EK would be trusted")
     return EkTrust(tuple(dict.fromkeys(roots)), tuple(dict.fromkeys(intermediates)))
 
 
@@ -86,7 +86,7 @@ def _operator_roots(folder: Path) -> tuple[bytes, ...]:
     for pem in sorted(folder.glob("*.pem")):
         found = pem_certificates(pem.read_bytes())
         if not found:
-            raise ValueError(f"{pem}: no CERTIFICATE block")
+            raise ConfigError(f"{pem}: no CERTIFICATE block")
         ders.extend(found)
     log.info("trusting %d operator root(s) from %s", len(ders), folder)
     return tuple(ders)
@@ -105,7 +105,7 @@ class RefreshingRevocationList:
         self._list: RevocationCheck = lambda serial: None
         self._reload()
         if self._stamp is None:
-            raise ValueError(f"android_revocation_list: cannot load {path}")
+            raise ConfigError(f"android_revocation_list: cannot load {path}")
 
     def _reload(self) -> None:
         try:
@@ -132,7 +132,7 @@ def device_policy(config: Config) -> DevicePolicy:
     try:
         level = TrustLevel(config.device_min_trust_level)
     except ValueError:
-        raise ValueError(f"device_min_trust_level: {config.device_min_trust_level!r} is not one of "
+        raise ConfigError(f"device_min_trust_level: {config.device_min_trust_level!r} is not one of "
                          + ", ".join(t.value for t in TrustLevel)) from None
     return DevicePolicy(
         min_trust_level=level,

@@ -68,6 +68,17 @@ def test_bad_setting_is_a_configuration_error():
     assert result.returncode == 2 and "--server-cert-lifetime" in result.stderr
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--attestation-formats", "apple,bogus"], "attestation_formats: unknown bogus"),
+    (["--tpm-ek-roots-only", "true"], "tpm_ek_roots_only needs tpm_ek_roots"),
+    (["--device-min-trust-level", "chip"], "device_min_trust_level: 'chip'"),
+], ids=["unknown format", "no EK roots at all", "unknown trust level"])
+def test_setting_that_cannot_work_is_one_line_not_a_traceback(tmp_path, args, named):
+    result = _cli("serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", *args)
+    assert result.returncode == 1 and named in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _args(*argv: str) -> argparse.Namespace:
     return _parser().parse_args(["serve", *argv])
 
