@@ -34,6 +34,7 @@ bench: install system-deps
 	$(PY) bench/issuance.py
 	$(PY) bench/attestation.py --docs docs/performance.md
 	$(PY) bench/device.py --docs docs/performance.md
+	$(PY) bench/tpm_enrollment.py --docs docs/performance.md
 
 clean:
 	rm -rf $(VENV) acmeda-data .pytest_cache

@@ -37,7 +37,7 @@ __all__ = [
     "verify_statement",
 ]
 
-MAX_ATTESTATION_OBJECT = 64 * 1024  # octets; generous: a statement with its full chain is a few KiB
+MAX_ATTESTATION_OBJECT = 160 * 1024  # octets: a statement with its chain is a few KiB; a TPM event log tens
 _MAX_DEPTH = 16  # attStmt nests at most a few levels (a map of arrays of byte strings)
 _REQUIRED_KEYS = frozenset({"fmt", "attStmt"})
 _OPTIONAL_KEYS = frozenset({"authData"})
@@ -56,7 +56,7 @@ class AttestationObject:
 
 def _decode_cbor(data: bytes) -> Any:
     """Exactly one CBOR data item, strictly; any failure is MalformedStatement."""
-    item = strict_cbor(data, "attestation object", check=_CHECK, max_depth=_MAX_DEPTH, text_and_bytes_keys_only=True)
+    item = strict_cbor(data, "attestation object", check=_CHECK, max_depth=_MAX_DEPTH)
     _check_plain(item, 0)
     return item
 

@@ -47,11 +47,12 @@ def _reject_tag(*args: Any) -> Any:
     raise cbor2.CBORDecodeError(f"CBOR tag {tags[0] if tags else '?'} is not allowed here")
 
 
-def strict_cbor(data: bytes, what: str, *, check: str, max_depth: int, text_and_bytes_keys_only: bool = False) -> Any:
+def strict_cbor(data: bytes, what: str, *, check: str, max_depth: int) -> Any:
     """Exactly one CBOR item from `data`, strictly; any failure is MalformedStatement(check).
 
-    `text_and_bytes_keys_only` refuses map keys other than the hashable scalar types
-    (cbor2's strict_hashable_types); COSE needs integer keys, so it is off there."""
+    Integer map keys are allowed: COSE headers and the `pcrs` of a TPM quote use them. (cbor2's
+    strict_hashable_types would refuse them too, not only array and map keys; callers that
+    want plain keys check the decoded item, as `attestation._check_plain` does.)"""
     stream = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(
@@ -60,7 +61,6 @@ def strict_cbor(data: bytes, what: str, *, check: str, max_depth: int, text_and_
             tag_hook=_reject_tag,
             max_depth=max_depth,
             allow_duplicate_keys=False,
-            strict_hashable_types=text_and_bytes_keys_only,
         ).decode()
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, EOFError) as exc:
         reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)

@@ -26,7 +26,7 @@ SIGNATURE_ALGORITHMS: dict[str, jose.JWASignature] = {
 MAC_ALGORITHMS: dict[str, jose.JWASignature] = {"HS256": jose.HS256, "HS384": jose.HS384, "HS512": jose.HS512}
 _EC_CURVE_FOR_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 MIN_RSA_BITS, MAX_RSA_BITS = 2048, 8192
-MAX_BODY = 64 * 1024
+MAX_BODY = 256 * 1024  # a device-attest-01 answer carries the attObj base64url'd twice (attObj, then the JWS)
 
 
 @dataclass(frozen=True)

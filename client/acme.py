@@ -340,11 +340,16 @@ class AcmeClient:
         response = self.post(challenge.url, payload)
         return Challenge.from_json(response.json()), response
 
-    def wait_authorization(self, url: str, first: HttpResponse, deadline: float) -> Authorization:
-        """Poll the authorization until it leaves `pending` (§7.5.1), honouring Retry-After."""
-        response = first
+    def wait_authorization(self, url: str, answered: Challenge, first: HttpResponse, deadline: float) -> Authorization:
+        """Poll the authorization until it leaves `pending` (§7.5.1), honouring Retry-After.
+
+        A challenge the CA settled while answering the POST (acmeda does for device-attest-01)
+        needs no wait: the authorization is read at once."""
+        response, settled = first, answered.status in ("valid", "invalid")
         while True:
-            self._wait(response, deadline, f"authorization {url}")
+            if not settled:
+                self._wait(response, deadline, f"authorization {url}")
+            settled = False
             authz, response = self.authorization(url)
             if authz.status != "pending":
                 return authz

@@ -66,6 +66,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ek-chain", type=Path, action="append", default=[], metavar="PEM",
                         help="EK CA certificates to send with the EK certificate (repeatable; NV-stored ones are always sent)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default 60)")
+    boot = parser.add_mutually_exclusive_group()
+    boot.add_argument("--event-log", type=Path, default=None, metavar="PATH",
+                      help="the TCG event log to send with a PCR quote, for the boot posture (default: the kernel's, "
+                           "/sys/kernel/security/tpm0/binary_bios_measurements, when the TCTI is the device and it is readable)")
+    boot.add_argument("--no-quote", action="store_true", help="send no PCR quote and no event log: the certificate carries no boot posture")
 
 
 def _options(args: argparse.Namespace):
@@ -78,7 +83,7 @@ def _options(args: argparse.Namespace):
         directory=args.ca, state_dir=args.state_dir or default_state_dir(), tcti=args.tcti, ca_bundle=args.ca_bundle,
         insecure=args.insecure, eab=(args.eab_kid, args.eab_hmac_key) if args.eab_kid else None,
         ak_type=args.ak_type, ek_chain=tuple(der for path in args.ek_chain for der in _read_pem_certificates(path)),
-        timeout=args.timeout,
+        timeout=args.timeout, quote=not args.no_quote, event_log=_read_event_log(args.event_log),
     )
 
 
@@ -92,6 +97,18 @@ def _read_pem_certificates(path: Path) -> list[bytes]:
     except (OSError, ValueError) as exc:
         raise _UsageError(f"--ek-chain {path}: {exc}") from None
     return [c.public_bytes(serialization.Encoding.DER) for c in certificates]
+
+
+def _read_event_log(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"--event-log {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise _UsageError(f"--event-log {path}: the file is empty")
+    return data
 
 
 def _report(outcome) -> None:

@@ -378,8 +378,8 @@ def _validate(acme: AcmeClient, attester: CloudAttester, spki: bytes, authz_url:
         raise AcmeError(f"the authorization for {authz.identifier.get('value')} is {authz.status}")
     challenge = authz.challenge(CHALLENGE)
     att_obj = attester.attestation_object(acme.key_authorization(challenge.token or ""), acme.directory_url, spki)
-    _, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
-    authz = acme.wait_authorization(authz_url, response, deadline)
+    answered, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
+    authz = acme.wait_authorization(authz_url, answered, response, deadline)
     if authz.status != "valid":
         failed = authz.challenge(CHALLENGE)
         if failed.error:

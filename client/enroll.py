@@ -6,7 +6,9 @@ format, finalize, storage; renewal by ARI with `replaces`.
    encrypted to the EK; TPM2_ActivateCredential recovers the secret, which only a TPM holding
    both keys can do; POSTing it back returns the AK certificate and the permanent identifier.
 2. device-attest-01: a new certificate key in the TPM, TPM2_Certify(key, AK) with
-   qualifyingData = SHA-256(key authorization), sent as a `tpm` attestation statement.
+   qualifyingData = SHA-256(key authorization), sent as a `tpm` attestation statement; with
+   an event log, also a TPM2_Quote of the PCRs with the same qualifyingData and the log, from
+   which the CA proves the boot posture (client/quote.py, docs/tpm-boot-posture.md).
 3. finalize with a CSR the TPM signs, download the chain, store it with the key's blobs.
 
 Renewal asks the CA's renewalInfo (RFC 9773) whether the stored certificate is due, then
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from client.acme import AcmeClient, AcmeError, AcmeProblem, Order, b64url, b64url_decode, cert_id, load_or_create_account_key
 from client.csr import PermanentIdentifier, build_csr
 from client.http import Http, tls_context
+from client.quote import EventLog, boot_evidence, load_event_log
 from client.state import AkRecord, DeviceRecord, StateDir
 from client.tpm import COSE_ALG, DEFAULT_TCTI, KeyBlob, Tpm, TpmError
 
@@ -49,6 +52,8 @@ class Options:
     ak_type: str = "ecc"
     ek_chain: tuple[bytes, ...] = ()  # DER EK CA certificates to send with the EK certificate
     timeout: float = 60.0
+    quote: bool = True  # add a PCR quote and the event log to the statement, when there is a log
+    event_log: bytes | None = None  # the TCG event log; None: the kernel's, for a `device` TCTI
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
 
 
@@ -132,25 +137,44 @@ def enroll_ak(acme: AcmeClient, tpm: Tpm, options: Options, ak: KeyBlob | None =
 # --- 2. device-attest-01 and 3. the certificate --------------------------------------------
 
 
-def attestation_object(tpm: Tpm, key: KeyBlob, ak: AkRecord, key_authorization: str) -> bytes:
+def attestation_object(tpm: Tpm, key: KeyBlob, ak: AkRecord, key_authorization: str,
+                       event_log: EventLog | None = None) -> bytes:
     """The CBOR attestation object of fmt "tpm" (attestation/formats/tpm.py) binding `key`
-    to this challenge: extraData = SHA-256(key authorization)."""
-    cert_info, signature = tpm.certify(key, ak.blob, hashlib.sha256(key_authorization.encode()).digest())
+    to this challenge: extraData = SHA-256(key authorization); with an event log, a quote of the
+    PCRs bound the same way, and the log."""
+    extra_data = hashlib.sha256(key_authorization.encode()).digest()
+    cert_info, signature = tpm.certify(key, ak.blob, extra_data)
     statement = {"ver": "2.0", "alg": COSE_ALG[ak.blob.key_type], "x5c": [ak.certificate, *ak.chain],
                  "sig": signature, "certInfo": cert_info, "pubArea": key.public_area}
+    if event_log is not None:
+        statement |= boot_evidence(tpm, ak.blob, extra_data, event_log.data).statement_members()
     return cbor2.dumps({"fmt": "tpm", "attStmt": statement})
 
 
-def _validate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, authz_url: str, deadline: float) -> None:
+def boot_posture_log(options: Options) -> tuple[EventLog | None, str]:
+    """The event log to quote with (None: no quote), and a note for the report when there is none."""
+    if not options.quote:
+        return None, ""
+    return load_event_log(options.event_log, options.tcti)
+
+
+def _validate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, authz_url: str, deadline: float,
+              event_log: EventLog | None) -> None:
     authz, _ = acme.authorization(authz_url)
     if authz.status == "valid":
         return
     if authz.status != "pending":
         raise AcmeError(f"the authorization for {authz.identifier.get('value')} is {authz.status}")
     challenge = authz.challenge(CHALLENGE)
-    att_obj = attestation_object(tpm, key, ak, acme.key_authorization(challenge.token or ""))
-    _, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
-    authz = acme.wait_authorization(authz_url, response, deadline)
+    att_obj = attestation_object(tpm, key, ak, acme.key_authorization(challenge.token or ""), event_log)
+    try:
+        answered, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
+    except AcmeProblem as problem:
+        if problem.status != 413 or event_log is None:
+            raise
+        raise AcmeError(f"{problem} (the statement carries a {len(event_log.data)}-byte event log: enroll with "
+                        "--no-quote, or raise the CA's request size limit)") from None
+    authz = acme.wait_authorization(authz_url, answered, response, deadline)
     if authz.status != "valid":
         failed = authz.challenge(CHALLENGE)
         if failed.error:
@@ -159,11 +183,11 @@ def _validate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, authz_url:
 
 
 def obtain_certificate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, deadline: float,
-                       replaces: str | None = None) -> bytes:
+                       replaces: str | None = None, event_log: EventLog | None = None) -> bytes:
     """Order, validate, finalize and download: the PEM chain for `key`."""
     order = acme.new_order([{"type": "permanent-identifier", "value": ak.identifier.order_value}], replaces=replaces)
     for authz_url in order.authorizations:
-        _validate(acme, tpm, key, ak, authz_url, deadline)
+        _validate(acme, tpm, key, ak, authz_url, deadline, event_log)
     order, _ = acme.order(order.url)
     if order.status != "ready":
         _raise_order(order, "ready")
@@ -203,18 +227,25 @@ def enroll(options: Options) -> Outcome:
     """`acmeda device enroll`: a new AK, its enrollment, a new certificate key and certificate."""
     deadline = time.monotonic() + options.timeout
     state, http = _session(options)
+    event_log, note = boot_posture_log(options)
     try:
         acme = open_account(options, state, http)
         with Tpm(options.tcti) as tpm:
             ak = enroll_ak(acme, tpm, options)
             state.save_ak(ak)
             key = tpm.create_certificate_key()
-            chain = obtain_certificate(acme, tpm, key, ak, deadline)
+            chain = obtain_certificate(acme, tpm, key, ak, deadline, event_log=event_log)
     finally:
         http.close()
     record = DeviceRecord(options.directory, key, chain)
     state.save_device(record)
-    return Outcome(True, record.certificate, f"enrolled {ak.identifier.order_value}")
+    return Outcome(True, record.certificate, _with_note(f"enrolled {ak.identifier.order_value}", event_log, note))
+
+
+def _with_note(message: str, event_log: EventLog | None, note: str) -> str:
+    if event_log is not None:
+        return f"{message} with boot posture (PCR quote and the event log from {event_log.source})"
+    return f"{message} ({note})" if note else message
 
 
 def _current_ak(acme: AcmeClient, tpm: Tpm, state: StateDir, options: Options) -> AkRecord:
@@ -250,15 +281,16 @@ def renew(options: Options, force: bool = False) -> Outcome:
         due, reason = _renewal_due(acme, current, options.now(), force)
         if not due:
             return Outcome(False, current, reason)
+        event_log, note = boot_posture_log(options)
         with Tpm(options.tcti) as tpm:
             ak = _current_ak(acme, tpm, state, options)
             key = tpm.create_certificate_key()
-            chain = _renewed_chain(acme, tpm, key, ak, deadline, cert_id(current))
+            chain = _renewed_chain(acme, tpm, key, ak, deadline, cert_id(current), event_log)
     finally:
         http.close()
     record = DeviceRecord(options.directory, key, chain)
     state.save_device(record)
-    return Outcome(True, record.certificate, f"renewed ({reason})")
+    return Outcome(True, record.certificate, _with_note(f"renewed ({reason})", event_log, note))
 
 
 def renewal_time(window_start: datetime, window_end: datetime, certificate: x509.Certificate) -> datetime:
@@ -286,11 +318,12 @@ def _renewal_due(acme: AcmeClient, certificate: x509.Certificate, now: datetime,
     return False, f"not due before {start:%Y-%m-%d %H:%M:%S} UTC (the CA offers no renewal information)"
 
 
-def _renewed_chain(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, deadline: float, replaces: str) -> bytes:
+def _renewed_chain(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, deadline: float, replaces: str,
+                   event_log: EventLog | None) -> bytes:
     try:
-        return obtain_certificate(acme, tpm, key, ak, deadline, replaces=replaces)
+        return obtain_certificate(acme, tpm, key, ak, deadline, replaces=replaces, event_log=event_log)
     except AcmeProblem as problem:
         if problem.code != "alreadyReplaced":
             raise
     # An earlier renewal's order claimed the certificate and did not finish: order without `replaces`.
-    return obtain_certificate(acme, tpm, key, ak, deadline)
+    return obtain_certificate(acme, tpm, key, ak, deadline, event_log=event_log)

@@ -1,5 +1,5 @@
 """The device's TPM 2.0 through tpm2-pytss (ESAPI): EK, AK, credential activation, the
-certificate key, TPM2_Certify and TPM2_Sign.
+certificate key, TPM2_Certify, TPM2_Sign, and the PCRs (TPM2_PCR_Read, TPM2_Quote).
 
 Key hierarchy. Everything lives under the endorsement key (EK), re-created on every run from
 the TCG default template (EK Credential Profile §2.1.5, `tpm2_pytss.utils.create_ek_template`,
@@ -31,8 +31,8 @@ from cryptography import x509
 from tpm2_pytss import (
     ESAPI, TPM2B_ENCRYPTED_SECRET, TPM2B_ID_OBJECT, TPM2B_PRIVATE, TPM2B_PUBLIC, TPMS_ECC_PARMS,
     TPMS_RSA_PARMS, TPMS_SCHEME_HASH, TPMT_ECC_SCHEME, TPMT_KDF_SCHEME, TPMT_PUBLIC, TPMT_RSA_SCHEME,
-    TPMT_SIG_SCHEME, TPMT_SYM_DEF, TPMT_SYM_DEF_OBJECT, TPMT_TK_HASHCHECK, TPMU_ASYM_SCHEME,
-    TPMU_PUBLIC_PARMS, TPMU_SIG_SCHEME, TSS2_Exception,
+    TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMT_SIG_SCHEME, TPMT_SYM_DEF, TPMT_SYM_DEF_OBJECT, TPMT_TK_HASHCHECK,
+    TPMU_ASYM_SCHEME, TPMU_PUBLIC_PARMS, TPMU_SIG_SCHEME, TSS2_Exception,
 )
 from tpm2_pytss.constants import (
     ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_ECC, TPM2_RC, TPM2_RH, TPM2_SE, TPM2_ST, TPM2_SU, TPMA_OBJECT,
@@ -47,6 +47,7 @@ SIGNING_KEY = (TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENS
                | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT)
 AK_TYPES = ("ecc", "rsa")
 COSE_ALG = {"ecc": -7, "rsa": -257}  # ES256, RS256: what the AK's scheme signs certInfo with
+PCR_SELECT_SIZE = 3  # bytes of a PCR bitmap: the 24 PCRs of a PC Client TPM
 
 
 class TpmError(Exception):
@@ -98,6 +99,19 @@ def split_certificates(data: bytes) -> list[bytes]:
         found.append(encoded)
         data = data[len(encoded):]
     return found
+
+
+def pcr_selection(bank: int, indices) -> TPML_PCR_SELECTION:
+    """One bank's PCRs as a TPML_PCR_SELECTION (a bitmap, PCR n at bit n % 8 of byte n // 8)."""
+    bitmap = bytearray(PCR_SELECT_SIZE)
+    for index in indices:
+        bitmap[index // 8] |= 1 << index % 8
+    return TPML_PCR_SELECTION([TPMS_PCR_SELECTION(hash=bank, sizeofSelect=PCR_SELECT_SIZE, pcrSelect=bytes(bitmap))])
+
+
+def _selected(selection: TPMS_PCR_SELECTION) -> list[int]:
+    bitmap = bytes(selection.pcrSelect)[:selection.sizeofSelect]
+    return [index for index in range(8 * len(bitmap)) if bitmap[index // 8] >> index % 8 & 1]
 
 
 def _hash_scheme(alg: int) -> TPMU_ASYM_SCHEME:
@@ -286,3 +300,32 @@ class Tpm:
         no_ticket = TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL)  # unrestricted key: none needed
         signature = self._call("TPM2_Sign", self._esapi.sign, handle, digest, scheme, no_ticket)
         return bytes(signature)
+
+    # -- PCRs --
+
+    def allocated_pcrs(self) -> dict[int, frozenset[int]]:
+        """The PCR banks the TPM has allocated (TPM_ALG_ID -> PCR indices); inactive banks are empty."""
+        _more, data = self._call("TPM2_GetCapability (PCRs)", self._esapi.get_capability, TPM2_CAP.PCRS, 0, 1)
+        return {int(selection.hash): frozenset(_selected(selection)) for selection in data.data.assignedPCR}
+
+    def pcr_values(self, bank: int, indices) -> dict[int, bytes]:
+        """TPM2_PCR_Read of `indices` in `bank`. A TPM answers at most 8 digests per call (the
+        size of TPML_DIGEST) and says which ones in its returned selection: ask again for the rest."""
+        values: dict[int, bytes] = {}
+        wanted = sorted(set(indices))
+        while len(values) < len(wanted):
+            missing = [index for index in wanted if index not in values]
+            _counter, selection, digests = self._call("TPM2_PCR_Read", self._esapi.pcr_read, pcr_selection(bank, missing))
+            returned = [index for s in selection if int(s.hash) == bank for index in _selected(s) if index in missing]
+            if not returned or len(returned) != len(digests):
+                raise TpmError(f"TPM2_PCR_Read returned no value for PCRs {missing} of bank {bank:#06x}: is the bank allocated?")
+            values.update(zip(returned, (bytes(digest) for digest in digests)))
+        return values
+
+    def quote(self, ak: KeyBlob, bank: int, indices, qualifying_data: bytes) -> tuple[bytes, bytes]:
+        """TPM2_Quote of `indices` in `bank` with the AK and its own scheme: (TPMS_ATTEST, the
+        marshalled TPMT_SIGNATURE), the raw structures docs/tpm-boot-posture.md puts on the wire."""
+        handle = self.load(ak)
+        attest, signature = self._call("TPM2_Quote", self._esapi.quote, handle, pcr_selection(bank, indices),
+                                       qualifying_data, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL))
+        return bytes(attest), signature.marshal()

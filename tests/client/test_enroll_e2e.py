@@ -149,8 +149,9 @@ def test_certify_over_the_wrong_key_authorization_invalidates_the_challenge(tpm_
         challenge = authz.challenge("device-attest-01")
         wrong = acme.key_authorization("another-token")
         att_obj = flows.attestation_object(tpm, key, ak, wrong)
-        _, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
-    authz = acme.wait_authorization(authz.url, response, time.monotonic() + 30)
+        answered, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
+    assert answered.status == "invalid", "device-attest-01 is settled in the answer to the POST"
+    authz = acme.wait_authorization(authz.url, answered, response, time.monotonic() + 30)
     assert authz.status == "invalid"
     error = authz.challenge("device-attest-01").error
     assert error["type"] == "urn:ietf:params:acme:error:badAttestationStatement"
