@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from threading import Lock
 from typing import Sequence
 
@@ -178,8 +179,11 @@ def verify_signature(public_key, signature: bytes, data: bytes, algorithm: asn1_
 def _name_matches(issuer: asn1_x509.Name, subject: asn1_x509.Name) -> bool:
     if issuer.contents == subject.contents:
         return True
+    issuer_key, subject_key = _name_key(issuer), _name_key(subject)
+    if issuer_key is not None and subject_key is not None:
+        return issuer_key == subject_key  # the RFC 5280 §7.1 comparison, normalised once per name
     try:
-        return issuer == subject  # asn1crypto compares names the RFC 5280 §7.1 way
+        return issuer == subject
     except Exception:
         return False
 
@@ -249,6 +253,50 @@ def _prefer_valid(candidates: list[asn1_x509.Certificate], now: datetime) -> lis
     return sorted(candidates, key=lambda c: not _valid_at(c, now))
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
+def _subject_key(der: bytes) -> str | None:
+    """The certificate's subject normalised as RFC 5280 §7.1 compares names (asn1crypto's
+    `hashable`), or None when it cannot be normalised; computed once per certificate."""
+    return _name_key(parse_certificate(der)["tbs_certificate"]["subject"])
+
+
+def _name_key(name: asn1_x509.Name) -> str | None:
+    try:
+        return _normalised_name(name.dump())
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _normalised_name(der: bytes) -> str | None:
+    """RFC 5280 §7.1 normalisation (LDAP StringPrep) is slow, and a fleet's leaves all name the
+    same few issuers: normalise each distinct encoding once."""
+    try:
+        return asn1_x509.Name.load(der).hashable
+    except Exception:
+        return None
+
+
+class _Candidates:
+    """Issuer candidates indexed by subject name. With a few hundred TPM maker intermediates in
+    the pool, trying each one's name and signature for every link costs milliseconds; the index
+    finds the few of the right name. Certificates of other names are still tried when none of
+    those signed, so the index changes the speed of the search, never its outcome."""
+
+    def __init__(self, entries: list[tuple[bytes, asn1_x509.Certificate]]) -> None:
+        self.certs = [cert for _der, cert in entries]
+        self._by_name: dict[str | None, list[asn1_x509.Certificate]] = {}
+        for der, cert in entries:
+            self._by_name.setdefault(_subject_key(der), []).append(cert)
+
+    def issuers_of(self, child: asn1_x509.Certificate, exclude) -> list[asn1_x509.Certificate]:
+        named = self._by_name.get(_name_key(child["tbs_certificate"]["issuer"]), [])
+        found = [c for c in named if c not in exclude and _signed_by(child, c)]
+        if found:
+            return found
+        return [c for c in self.certs if c not in exclude and not any(c is n for n in named) and _signed_by(child, c)]
+
+
 def verify_chain(
     chain: Sequence[bytes],
     roots: Sequence[bytes],
@@ -272,20 +320,20 @@ def verify_chain(
     candidates = {bytes(der): f"chain certificate {i}" for i, der in enumerate(chain[1:], 1)}
     for der in intermediates:  # a bundled intermediate the device also sent is one candidate, not two
         candidates.setdefault(bytes(der), "configured intermediate")
-    pool = [parse_certificate(der, what) for der, what in candidates.items() if der != bytes(chain[0])]
-    anchors = [parse_certificate(der, "trust anchor") for der in roots]
-    anchor_contents = {a.contents for a in anchors}
+    pool = _Candidates([(der, parse_certificate(der, what)) for der, what in candidates.items() if der != bytes(chain[0])])
+    anchors = _Candidates([(bytes(der), parse_certificate(der, "trust anchor")) for der in roots])
+    anchor_contents = {a.contents for a in anchors.certs}
 
     path = [leaf]
     current = leaf
     while len(path) <= MAX_CHAIN_LENGTH:
         if len(path) > 1 and current.contents in anchor_contents:
             return _finish(path, now, policy)
-        signing_anchors = _prefer_valid([a for a in anchors if _signed_by(current, a)], now)
+        signing_anchors = _prefer_valid(anchors.issuers_of(current, exclude=()), now)
         if signing_anchors:
             path.append(signing_anchors[0])
             return _finish(path, now, policy)
-        parents = _prefer_valid([c for c in pool if c not in path and _signed_by(current, c)], now)
+        parents = _prefer_valid(pool.issuers_of(current, exclude=path), now)
         if not parents:
             raise UntrustedChain(
                 f"certificate {_describe(current)!r} (issuer {current.issuer.human_friendly!r}) "

@@ -328,6 +328,22 @@ binding, signature). Target: under 2 ms per format (issue 5: each cloud format, 
 """
 
 
+def reference_cases() -> dict[str, Callable[[], None]]:
+    """One bare ECDSA check per curve (cryptography): the machine's speed at the time of the run,
+    to compare runs taken at different times (this shared machine's speed varies by 2x)."""
+    from cryptography.hazmat.primitives import hashes as _hashes
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    cases = {}
+    for curve in (_ec.SECP256R1(), _ec.SECP384R1()):
+        key = _ec.generate_private_key(curve)
+        signature = key.sign(b"reference", _ec.ECDSA(_hashes.SHA256()))
+        public = key.public_key()
+        cases[f"reference: one ECDSA {curve.name} signature check"] = (
+            lambda public=public, signature=signature: public.verify(signature, b"reference", _ec.ECDSA(_hashes.SHA256())))
+    return cases
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300)
@@ -335,7 +351,7 @@ def main() -> int:
     parser.add_argument("--docs", type=Path, help="write the table as the section 'Attestation verification' of this file")
     args = parser.parse_args()
     load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    cases = {**fleet_cases(args.runs)}
+    cases = {**reference_cases(), **fleet_cases(args.runs)}
     try:
         cases.update(vector_cases())
     except Exception as exc:  # the vectors live beside the repository; say so rather than hide it
