@@ -64,8 +64,11 @@ _cache_lock = Lock()
 def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certificate:
     """Parse DER (or the BER some vendors emit) into an asn1crypto Certificate.
 
-    The fields the walker reads (names, validity, signature, basicConstraints, keyUsage) are
-    decoded now, so malformed ones fail here; other extension values stay undecoded.
+    The fields the walker decodes (validity, signature, basicConstraints, keyUsage) are
+    decoded now, so malformed ones fail here; other extension values stay undecoded. Names
+    are compared by their encoding first and decoded only when a format reads them or two
+    encodings differ: decoding a name costs more than the rest of a leaf, and a malformed one
+    still fails, as MalformedStatement at the format's `catch_builtins` boundary.
     """
     if not isinstance(der, (bytes, bytearray)):
         raise MalformedStatement(f"{what} is not a byte string")
@@ -78,7 +81,7 @@ def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certif
     try:
         cert = asn1_x509.Certificate.load(der, strict=True)
         tbs = cert["tbs_certificate"]
-        tbs["subject"].native, tbs["issuer"].native, tbs["validity"].native
+        tbs["validity"].native
         cert["signature_algorithm"].native, cert["signature_value"].native
         _extension_value(cert, "2.5.29.19"), _extension_value(cert, "2.5.29.15")
     except Exception as exc:  # asn1crypto raises ValueError, TypeError and friends
@@ -186,6 +189,13 @@ def _name_matches(issuer: asn1_x509.Name, subject: asn1_x509.Name) -> bool:
         return issuer == subject
     except Exception:
         return False
+
+
+def _describe_issuer(cert: asn1_x509.Certificate) -> str:
+    try:
+        return cert.issuer.human_friendly
+    except Exception:
+        return "(unprintable issuer)"
 
 
 def _describe(cert: asn1_x509.Certificate) -> str:
@@ -336,7 +346,7 @@ def verify_chain(
         parents = _prefer_valid(pool.issuers_of(current, exclude=path), now)
         if not parents:
             raise UntrustedChain(
-                f"certificate {_describe(current)!r} (issuer {current.issuer.human_friendly!r}) "
+                f"certificate {_describe(current)!r} (issuer {_describe_issuer(current)!r}) "
                 "does not chain to a configured root"
             )
         path.append(parents[0])
