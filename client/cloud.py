@@ -30,7 +30,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from client.acme import AcmeClient, AcmeError, AcmeProblem, b64url, load_or_crea
 from client.csr import PermanentIdentifier, build_csr
 from client.http import Http, TransportError, tls_context
 from client.nsm import Nsm
+from client.state import write_private_file
 
 KINDS = ("aws-nitro", "gcp", "azure", "aws")
 DEFAULT_METADATA = {"gcp": "http://metadata.google.internal", "azure": "http://169.254.169.254",
@@ -393,16 +393,5 @@ def _store(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes) -> Pa
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name, data in (("cloud.pem", pem + chain), ("certificate.pem", chain)):
-        target = state_dir / name
-        temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_private_file(state_dir / name, data)
     return state_dir / "cloud.pem"

@@ -161,15 +161,20 @@ class StateDir:
 
     def _write(self, name: str, data: bytes) -> None:
         self.ensure()
-        target = self.path / name
-        temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_private_file(self.path / name, data)
+
+
+def write_private_file(target: Path, data: bytes) -> None:
+    """Replace `target` with `data` atomically, readable by the owner only (0600): a crash
+    leaves the old file or the new one, never half of either."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
