@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--label", default="", help="a note to remember what the alias is for")
     config_mod.add_arguments(add)
     _tpm_parser(commands)
+    first_use = commands.add_parser("first-use", help="replayable cloud evidence (aws-iid): who owns an instance id")
+    first_use_commands = first_use.add_subparsers(dest="first_use_command", required=True, metavar="ACTION")
+    forget = first_use_commands.add_parser(
+        "forget", help="release IDENTIFIER, so that the next account to enroll it owns it (e.g. after an account key rollover)")
+    forget.add_argument("identifier", help="the permanent-identifier value as ordered, e.g. i-0123…/2.25.…3.2.1")
+    config_mod.add_arguments(forget)
     db = commands.add_parser("db", help="database tools")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply schema migrations and exit")
@@ -235,7 +241,30 @@ async def _db_upgrade(config: config_mod.Config) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "tpm": _run_tpm, "db": _run_db}
+async def _run_first_use(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from ca.clock import SystemClock
+    from ca.identifiers import Identifier, IdentifierType
+    from ca.storage.repository import Store
+    from enroll.first_use import FirstUseRegistry
+
+    if config.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store(config.database)
+    try:
+        await store.migrate()
+        identifier = Identifier(IdentifierType.PERMANENT_IDENTIFIER, args.identifier)
+        forgotten = await FirstUseRegistry(store, SystemClock()).forget(identifier)
+    finally:
+        await store.close()
+    if not forgotten:
+        print(f"acmeda: {args.identifier} has not enrolled with replayable evidence", file=sys.stderr)
+        return 1
+    print(f"acmeda: {args.identifier} is released; the next account to enroll it owns it")
+    return 0
+
+
+_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "tpm": _run_tpm, "first-use": _run_first_use,
+             "db": _run_db}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,8 @@ it again. Like SPIRE's aws_iid node attestor, acmeda trusts such evidence on fir
 first ACME account key to enroll an identifier (the instance id) with it owns that
 identifier, and may enroll it again (renewal); every other account is refused, across
 replicas, because the first use is a row whose primary key is the identifier. An account
-key rollover therefore needs the operator to forget the identifier first.
+key rollover therefore needs the operator to release the identifier first
+(`acmeda first-use forget IDENTIFIER`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hmac
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
@@ -38,6 +39,13 @@ class FirstUseRegistry:
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+
+    async def forget(self, identifier: Identifier) -> bool:
+        """Release `identifier` (an operator's decision, e.g. after an account key rollover); False if unknown."""
+        key = f"{identifier.type.value}:{identifier.value}"
+        async with self._store.transaction() as session:
+            gone = await session.execute(delete(ReplayableFirstUse).where(ReplayableFirstUse.identifier == key))
+        return gone.rowcount == 1
 
     async def admit(self, identifier: Identifier, evidence: Evidence, account_thumbprint: str) -> bool:
         """True for the first use of `identifier` (recorded) and for later uses by the same

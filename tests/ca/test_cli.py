@@ -99,3 +99,32 @@ def test_unknown_file_setting_is_refused(tmp_path):
     toml.write_text("lisen = 'typo'\n")
     with pytest.raises(ValueError, match="lisen"):
         config_mod.load(_args("--config", str(toml)), environ={})
+
+
+def test_first_use_forget_releases_an_instance_to_the_next_account(tmp_path):
+    import asyncio
+
+    from attestation.evidence import Evidence, TrustLevel
+    from ca.clock import SystemClock
+    from ca.identifiers import Identifier, IdentifierType
+    from ca.storage.repository import Store
+    from enroll.first_use import FirstUseRegistry
+
+    data = tmp_path / "data"
+    assert _cli("db", "upgrade", "--data-dir", str(data)).returncode == 0
+    instance = Identifier(IdentifierType.PERMANENT_IDENTIFIER, "i-0abc/2.25.1")
+    evidence = Evidence(fmt="aws-iid", public_key=None, trust_level=TrustLevel.CLOUD, replayable=True)
+
+    async def admit(thumbprint: str) -> bool:
+        store = Store(f"sqlite:///{data / 'acmeda.db'}")
+        try:
+            return await FirstUseRegistry(store, SystemClock()).admit(instance, evidence, thumbprint)
+        finally:
+            await store.close()
+
+    assert asyncio.run(admit("first-account")) and not asyncio.run(admit("second-account"))
+    released = _cli("first-use", "forget", instance.value, "--data-dir", str(data))
+    assert released.returncode == 0 and "released" in released.stdout, released.stderr
+    assert asyncio.run(admit("second-account")), "after forget the next account owns the instance"
+    again = _cli("first-use", "forget", "i-unknown", "--data-dir", str(data))
+    assert again.returncode == 1 and "has not enrolled" in again.stderr
