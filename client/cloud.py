@@ -46,8 +46,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from attestation import assigners, cms
 from attestation.errors import AttestationError
 from attestation.formats import aws_iid, azure_imds, gcp_iit
-from client.acme import AcmeClient, AcmeError, AcmeProblem, b64url, load_or_create_account_key
-from client.csr import PermanentIdentifier, build_csr
+from client.acme import AcmeClient, load_or_create_account_key
+from client.csr import PermanentIdentifier
+from client.device_order import obtain_device_certificate
 from client.http import Http, TransportError, tls_context
 from client.nsm import Nsm
 from client.state import write_private_file
@@ -60,7 +61,6 @@ AZURE_ATTESTED_API, AZURE_INSTANCE_API = "2020-09-01", "2021-02-01"
 AZURE_ATTEMPTS = 3  # IMDS may serve a cached document with an earlier nonce: ask again, then give up
 AWS_TOKEN_TTL = "60"  # seconds: the IMDSv2 session lives only for this enrollment
 AWS_SIGNATURES = {"rsa2048": "pkcs7", "pkcs7": "pkcs7", "signature": "signature"}  # IMDS path -> attStmt member
-CHALLENGE = "device-attest-01"
 _DECIMAL = re.compile(r"[0-9]{1,20}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MODULE_ID = re.compile(r"(i-(?:[0-9a-f]{8}|[0-9a-f]{17}))-enc[0-9a-f]+")  # as attestation/formats/aws_nitro.py reads it
@@ -352,39 +352,10 @@ def _spki(public_key) -> bytes:
 
 def _certificate(acme: AcmeClient, attester: CloudAttester, identifier: PermanentIdentifier,
                  key: ec.EllipticCurvePrivateKey, deadline: float) -> bytes:
-    order = acme.new_order([{"type": "permanent-identifier", "value": identifier.order_value}])
-    for authz_url in order.authorizations:
-        _validate(acme, attester, _spki(key.public_key()), authz_url, deadline)
-    order, _ = acme.order(order.url)
-    if order.status == "ready":
-        csr = build_csr(_spki(key.public_key()), lambda digest: key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256()))),
-                        identifier)
-        order = acme.finalize(order, csr, deadline)
-    if order.status != "valid" or not order.certificate:
-        if order.error:
-            raise AcmeProblem(order.error, int(order.error.get("status") or 400))
-        raise AcmeError(f"the order is {order.status}, not valid")
-    chain = acme.download(order.certificate)
-    if _spki(x509.load_pem_x509_certificates(chain)[0].public_key()) != _spki(key.public_key()):
-        raise AcmeError("the CA issued a certificate for another key than the one this client made")
-    return chain
-
-
-def _validate(acme: AcmeClient, attester: CloudAttester, spki: bytes, authz_url: str, deadline: float) -> None:
-    authz, _ = acme.authorization(authz_url)
-    if authz.status == "valid":
-        return
-    if authz.status != "pending":
-        raise AcmeError(f"the authorization for {authz.identifier.get('value')} is {authz.status}")
-    challenge = authz.challenge(CHALLENGE)
-    att_obj = attester.attestation_object(acme.key_authorization(challenge.token or ""), acme.directory_url, spki)
-    answered, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
-    authz = acme.wait_authorization(authz_url, answered, response, deadline)
-    if authz.status != "valid":
-        failed = authz.challenge(CHALLENGE)
-        if failed.error:
-            raise AcmeProblem(failed.error, int(failed.error.get("status") or 400))
-        raise AcmeError(f"the authorization for {authz.identifier.get('value')} became {authz.status}")
+    spki = _spki(key.public_key())
+    return obtain_device_certificate(
+        acme, identifier, spki, lambda digest: key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256()))),
+        lambda key_authorization: attester.attestation_object(key_authorization, acme.directory_url, spki), deadline)
 
 
 def _store(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes) -> Path:

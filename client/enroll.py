@@ -26,16 +26,15 @@ from typing import Callable
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from client.acme import AcmeClient, AcmeError, AcmeProblem, Order, b64url, b64url_decode, cert_id, load_or_create_account_key
-from client.csr import PermanentIdentifier, build_csr
+from client.acme import AcmeClient, AcmeError, AcmeProblem, b64url, b64url_decode, cert_id, load_or_create_account_key
+from client.csr import PermanentIdentifier
+from client.device_order import obtain_device_certificate
 from client.http import Http, tls_context
 from client.quote import EventLog, boot_evidence, load_event_log
 from client.state import AkRecord, DeviceRecord, StateDir
 from client.tpm import COSE_ALG, DEFAULT_TCTI, KeyBlob, Tpm, TpmError
 
-CHALLENGE = "device-attest-01"
 AK_RENEW_MARGIN = timedelta(minutes=5)  # an AK certificate this close to expiry is enrolled again
 
 
@@ -158,62 +157,19 @@ def boot_posture_log(options: Options) -> tuple[EventLog | None, str]:
     return load_event_log(options.event_log, options.tcti)
 
 
-def _validate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, authz_url: str, deadline: float,
-              event_log: EventLog | None) -> None:
-    authz, _ = acme.authorization(authz_url)
-    if authz.status == "valid":
-        return
-    if authz.status != "pending":
-        raise AcmeError(f"the authorization for {authz.identifier.get('value')} is {authz.status}")
-    challenge = authz.challenge(CHALLENGE)
-    att_obj = attestation_object(tpm, key, ak, acme.key_authorization(challenge.token or ""), event_log)
+def obtain_certificate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, deadline: float,
+                       replaces: str | None = None, event_log: EventLog | None = None) -> bytes:
+    """Order, validate, finalize and download: the PEM chain for the TPM key `key`."""
     try:
-        answered, response = acme.respond(challenge, {"attObj": b64url(att_obj)})
+        return obtain_device_certificate(
+            acme, ak.identifier, key.spki_der(), lambda digest: tpm.sign_digest(key, digest),
+            lambda key_authorization: attestation_object(tpm, key, ak, key_authorization, event_log),
+            deadline, replaces=replaces)
     except AcmeProblem as problem:
         if problem.status != 413 or event_log is None:
             raise
         raise AcmeError(f"{problem} (the statement carries a {len(event_log.data)}-byte event log: enroll with "
                         "--no-quote, or raise the CA's request size limit)") from None
-    authz = acme.wait_authorization(authz_url, answered, response, deadline)
-    if authz.status != "valid":
-        failed = authz.challenge(CHALLENGE)
-        if failed.error:
-            raise AcmeProblem(failed.error, int(failed.error.get("status") or 400))
-        raise AcmeError(f"the authorization for {authz.identifier.get('value')} became {authz.status}")
-
-
-def obtain_certificate(acme: AcmeClient, tpm: Tpm, key: KeyBlob, ak: AkRecord, deadline: float,
-                       replaces: str | None = None, event_log: EventLog | None = None) -> bytes:
-    """Order, validate, finalize and download: the PEM chain for `key`."""
-    order = acme.new_order([{"type": "permanent-identifier", "value": ak.identifier.order_value}], replaces=replaces)
-    for authz_url in order.authorizations:
-        _validate(acme, tpm, key, ak, authz_url, deadline, event_log)
-    order, _ = acme.order(order.url)
-    if order.status != "ready":
-        _raise_order(order, "ready")
-    csr = build_csr(key.spki_der(), lambda digest: tpm.sign_digest(key, digest), ak.identifier)
-    order = acme.finalize(order, csr, deadline)
-    if order.status != "valid" or not order.certificate:
-        _raise_order(order, "valid")
-    chain = acme.download(order.certificate)  # type: ignore[arg-type]
-    _check_chain(chain, key)
-    return chain
-
-
-def _raise_order(order: Order, wanted: str) -> None:
-    if order.error:
-        raise AcmeProblem(order.error, int(order.error.get("status") or 400))
-    raise AcmeError(f"the order is {order.status}, not {wanted}")
-
-
-def _check_chain(chain_pem: bytes, key: KeyBlob) -> None:
-    try:
-        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-    except ValueError as exc:
-        raise AcmeError(f"the CA's certificate chain is not PEM: {exc}") from None
-    spki = leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if spki != key.spki_der():
-        raise AcmeError("the CA issued a certificate for another key than the TPM's")
 
 
 # --- the commands --------------------------------------------------------------------------
