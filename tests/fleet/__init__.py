@@ -7,3 +7,19 @@ checks. It returns the attested private key too, so the same device can finish a
 ACME flow (CSR at finalize). Real vendor evidence lives in `../shared/vectors`; the fleet
 covers what real samples cannot: signatures over our own challenges and every rejection.
 """
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def with_changes(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied: a value replaces the member, None removes it (a knob's way
+    to break a claim or field by leaving it out)."""
+    merged = dict(base)
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from attestation.context import Binding, TrustStore, VerificationContext
 from attestation.formats import gcp_iit
+from tests.fleet import with_changes
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)  # = tests/conftest.py START
 KID = "f1ee7000c0ffee000000000000000000000000001"
@@ -100,16 +101,6 @@ class GcpAttestation:
         return cbor2.dumps({"fmt": gcp_iit.FMT, "attStmt": self.att_stmt})
 
 
-def _apply(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for name, value in changes.items():
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return merged
-
-
 def _claims(knobs: Knobs, binding: Binding) -> dict[str, Any]:
     iat = int((NOW - timedelta(minutes=1)).timestamp())
     base = {
@@ -117,9 +108,9 @@ def _claims(knobs: Knobs, binding: Binding) -> dict[str, Any]:
         "azp": "117000000000000000001", "email": "fleet@acmeda-fleet.iam.gserviceaccount.com",
         "email_verified": True, "exp": iat + 3600, "iat": iat, "iss": "https://accounts.google.com",
         "sub": "117000000000000000001",
-        "google": {"compute_engine": _apply(ENGINE, knobs.engine)},
+        "google": {"compute_engine": with_changes(ENGINE, knobs.engine)},
     }
-    return _apply(base, knobs.claims)
+    return with_changes(base, knobs.claims)
 
 
 def _sign(knobs: Knobs, signing_input: bytes) -> bytes:
@@ -134,7 +125,7 @@ def _sign(knobs: Knobs, signing_input: bytes) -> bytes:
 
 
 def make_token(knobs: Knobs, binding: Binding) -> str:
-    header = _apply({"alg": "RS256", "kid": KID, "typ": "JWT"}, knobs.header)
+    header = with_changes({"alg": "RS256", "kid": KID, "typ": "JWT"}, knobs.header)
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(_claims(knobs, binding)).encode())}"
     return f"{signing_input}.{b64(_sign(knobs, signing_input.encode('ascii')))}"
 

@@ -35,7 +35,7 @@ from attestation.context import Binding, TrustStore, VerificationContext
 from attestation.format import key_authorization_binding
 from attestation.formats import tpm
 from attestation.tpm.gce import OID_GCE_INSTANCE, GceInstanceInfo
-from tests.fleet import tpm as tpm_fleet
+from tests.fleet import tpm as tpm_fleet, with_changes
 
 NOW = tpm_fleet.NOW
 INSTANCE_ID = 4520917745119201234
@@ -60,22 +60,12 @@ class Knobs:
     tpm: tpm_fleet.Knobs = tpm_fleet.Knobs(key="p256")
 
 
-def _apply(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for name, value in changes.items():
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return merged
-
-
 def instance_extension(knobs: Knobs) -> bytes:
     """GceInstanceInfo DER, as Google's CA writes it."""
     if knobs.instance_der is not None:
         return knobs.instance_der
-    info = _apply(INSTANCE, knobs.instance)
-    security = _apply(SECURITY, knobs.security)
+    info = with_changes(INSTANCE, knobs.instance)
+    security = with_changes(SECURITY, knobs.security)
     if security:
         info["security_properties"] = security
 
@@ -106,7 +96,7 @@ def _issuer(knobs: Knobs) -> tuple[x509.Certificate, Any]:
 def _subject(knobs: Knobs) -> x509.Name:
     if knobs.style != "ek-ak-ca":
         return x509.Name([])
-    info = _apply(INSTANCE, knobs.instance)
+    info = with_changes(INSTANCE, knobs.instance)
     return x509.Name([x509.NameAttribute(NameOID.LOCALITY_NAME, info.get("zone", "z")),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Google Compute Engine"),
                       x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, info.get("project_id", "p")),
