@@ -2,18 +2,28 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+HASH   := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# `make run` needs only the server; the tests also need the device client's tpm2-pytss, which
+# builds against Debian's libtss2-dev: so `test` installs the Debian packages first.
+RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 DEBIAN_PACKAGES := certbot lego uacme pebble swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config
 
 .PHONY: install system-deps run test test-sqlite test-postgres bench clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
-	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -q -e .
+	rm -f $(VENV)/.installed-run-*; touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY) system-deps
+	$(VENV)/bin/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*; touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
 
 # The real ACME clients, Pebble and the software TPM the tests drive (Debian packages).
 system-deps:
@@ -26,11 +36,11 @@ run: install
 	$(VENV)/bin/acmeda serve
 
 # Runs on SQLite, and on PostgreSQL too where one answers at 127.0.0.1:5432 (required when CI=true).
-test: install system-deps
+test: system-deps $(TEST_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Figures go to docs/performance.md, each benchmark its own section.
-bench: install system-deps
+bench: system-deps $(TEST_STAMP)
 	$(PY) bench/issuance.py
 	$(PY) bench/attestation.py --docs docs/performance.md
 	$(PY) bench/device.py --docs docs/performance.md
