@@ -21,7 +21,7 @@ on 127.0.0.1:P) runs only when --http01-port is given, inside this process.
 The JSON written to --json: count, completed, errors, elapsed_s, issuances_per_s (completed
 / elapsed), latency p50/p99/mean/max in ms (nearest-rank over completed issuances),
 requests per issuance, mean latency per request kind, the client's own CPU seconds, with
---server-pid also the server's (from /proc/PID/stat) and the rest of the machine's (from
+--server-pid also the server's (from /proc/PID/stat, with its worker processes) and the rest of the machine's (from
 /proc/stat), and up to ten error samples. Every run is bounded: each issuance has a
 deadline (--issuance-timeout), the whole run one too (--run-timeout), and the run stops
 early after --max-errors failed issuances (the rest count as failed).
@@ -282,16 +282,32 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU of another process (all its threads), from /proc/PID/stat."""
-    if pid is None:
-        return None
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+            return fh.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of another process and its live descendants (a server's worker
+    processes; all threads of each), from /proc/PID/stat."""
+    if pid is None:
+        return None
+    own = _stat_fields(pid)
+    if own is None:
+        return None
+    children: dict[int, list[tuple[int, list[str]]]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            children[int(fields[1])].append((int(entry), fields))  # fields[1] is the parent pid
+    total, pending = 0, [(pid, own)]
+    while pending:
+        current, fields = pending.pop()
+        total += int(fields[11]) + int(fields[12])
+        pending.extend(children.get(current, ()))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

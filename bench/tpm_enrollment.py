@@ -108,8 +108,7 @@ async def server_share(workdir: Path, runs: int) -> list[tuple[str, str, float, 
     clock = FrozenClock(soft_tpm.NOW)
     ca, _ = load_or_create_ca(workdir / "data", key_type=KeyType.ECDSA_P256, passphrase=None, clock=clock)
     authority = load_or_create_attestation_ca(workdir / "data", ca, passphrase=None, clock=clock)
-    store = Store(str(workdir / "acmeda.db"))
-    await store.migrate()
+    store = await Store.open(str(workdir / "acmeda.db"))
     service = TpmEnrollment(store, clock, authority, EK_TRUST)
     rows = []
     try:

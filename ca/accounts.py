@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import josepy as jose
-from sqlalchemy.exc import IntegrityError
 
 from ca import jws
 from ca.auth import AuthenticatedRequest
@@ -25,7 +24,7 @@ from ca.problems import (
 )
 from ca.services import Services
 from ca.storage import repository as repo
-from ca.storage.tables import Account, EabKey
+from ca.storage.records import Account, EabKey
 
 MAX_CONTACTS = 10
 _EMAIL = re.compile(r"^[^@\s,;<>()\[\]\\\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
@@ -54,8 +53,8 @@ def parse_contacts(value: Any) -> list[str]:
 async def new_account(services: Services, links: Links, request: AuthenticatedRequest) -> AccountResult:
     payload = request.payload()
     thumb = jws.thumbprint(request.jwk)
-    async with services.store.transaction() as session:
-        existing = await repo.account_by_thumbprint(session, thumb)
+    async with services.store.read() as tx:
+        existing = await repo.account_by_thumbprint(tx, thumb)
     if existing is not None:
         return AccountResult(existing, created=False)
     if payload.get("onlyReturnExisting") is True:
@@ -74,13 +73,13 @@ async def new_account(services: Services, links: Links, request: AuthenticatedRe
         created_at=services.clock.now(),
     )
     try:
-        async with services.store.transaction() as session:
+        async with services.store.transaction() as tx:
             if eab_key_id is not None:
-                await _bind_eab_key(session, eab_key_id, account.id, services)
-            session.add(account)
-    except IntegrityError:  # the same key registered concurrently: return that account
-        async with services.store.transaction() as session:
-            existing = await repo.account_by_thumbprint(session, thumb)
+                await _bind_eab_key(tx, eab_key_id, account.id, services)
+            await repo.insert(tx, account)
+    except repo.Conflict:  # the same key registered concurrently: return that account
+        async with services.store.transaction() as tx:
+            existing = await repo.account_by_thumbprint(tx, thumb)
         if existing is None:
             raise
         return AccountResult(existing, created=False)
@@ -111,16 +110,16 @@ def _verify_eab(eab: Any, request: AuthenticatedRequest, links: Links) -> tuple[
     return kid, inner
 
 
-async def _bind_eab_key(session, eab: tuple[str, jws.ParsedJWS], account_id: str, services: Services) -> None:
+async def _bind_eab_key(tx: repo.Transaction, eab: tuple[str, jws.ParsedJWS], account_id: str, services: Services) -> None:
     kid, inner = eab
-    row = await session.get(EabKey, kid)
+    row = await repo.get(tx, EabKey, kid)
     alg = jws.MAC_ALGORITHMS[inner.header["alg"]]
     if row is None or not alg.verify(jose.JWKOct(key=row.hmac_key).key, inner.signing_input, inner.signature):
         raise Unauthorized("externalAccountBinding does not verify with a known key")
-    if row.account_id is not None:
+    bound = await tx.run('UPDATE "eab_key" SET account_id = ?, bound_at = ? WHERE key_id = ? AND account_id IS NULL',
+                         account_id, services.clock.now(), kid)
+    if bound != 1:
         raise Unauthorized(f"external account key {kid!r} is already bound to an account")
-    row.account_id, row.bound_at = account_id, services.clock.now()
-    session.add(row)
 
 
 async def update_account(services: Services, request: AuthenticatedRequest, account_id: str) -> Account:
@@ -128,18 +127,20 @@ async def update_account(services: Services, request: AuthenticatedRequest, acco
     if request.is_post_as_get:
         return account
     payload = request.payload()
-    async with services.store.transaction() as session:
-        row = await session.get(Account, account.id)
-        assert row is not None
-        if "contact" in payload:
-            row.contact = parse_contacts(payload["contact"])
-        if payload.get("termsOfServiceAgreed") is True:
-            row.tos_agreed = True
-        if "status" in payload:
-            if payload["status"] != "deactivated":
-                raise Malformed("an account's status can only be changed to deactivated")
-            row.status = "deactivated"
-        session.add(row)
+    changes: dict[str, Any] = {}
+    if "contact" in payload:
+        changes["contact"] = parse_contacts(payload["contact"])
+    if payload.get("termsOfServiceAgreed") is True:
+        changes["tos_agreed"] = True
+    if "status" in payload:
+        if payload["status"] != "deactivated":
+            raise Malformed("an account's status can only be changed to deactivated")
+        changes["status"] = "deactivated"
+    async with services.store.transaction() as tx:
+        if changes:
+            await repo.update(tx, Account, account.id, **changes)
+        row = await repo.get(tx, Account, account.id)
+    assert row is not None
     return row
 
 
@@ -172,23 +173,23 @@ async def change_key(services: Services, links: Links, request: AuthenticatedReq
     if not isinstance(old, dict) or jws.thumbprint_of_json(old) != account.key_thumbprint:
         raise Unauthorized("key-change oldKey is not the account's current key")
     new_thumb = jws.thumbprint(new_jwk)
-    async with services.store.transaction() as session:
-        holder = await repo.account_by_thumbprint(session, new_thumb)
+    async with services.store.transaction() as tx:
+        holder = await repo.account_by_thumbprint(tx, new_thumb)
         if holder is not None:
             raise Malformed("the new key is already in use by an account", status=409,
                             headers={"Location": links.account(holder.id)})
-        row = await session.get(Account, account.id)
-        assert row is not None
-        if row.key_thumbprint != account.key_thumbprint:
+        changed = await tx.run('UPDATE "account" SET jwk = ?, key_thumbprint = ? WHERE id = ? AND key_thumbprint = ?',
+                               new_jwk.to_partial_json(), new_thumb, account.id, account.key_thumbprint)
+        if changed != 1:
             raise Unauthorized("the account key changed concurrently; retry with the current key")
-        row.jwk, row.key_thumbprint = new_jwk.to_partial_json(), new_thumb
-        session.add(row)
+        row = await repo.get(tx, Account, account.id)
+    assert row is not None
     return row
 
 
 async def create_eab_key(services: Services, label: str = "") -> tuple[str, str]:
     """Operator action: a new external account key; returns (key id, base64url HMAC key)."""
     key_id, key = secrets.token_urlsafe(12), secrets.token_bytes(32)
-    async with services.store.transaction() as session:
-        session.add(EabKey(key_id=key_id, hmac_key=key, label=label, created_at=services.clock.now()))
+    async with services.store.transaction() as tx:
+        await repo.insert(tx, EabKey(key_id=key_id, hmac_key=key, label=label, created_at=services.clock.now()))
     return key_id, b64url(key)

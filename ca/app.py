@@ -90,8 +90,7 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
     trust = device_setup.trust_store(config, formats) if trust is None else trust
     if attestation_ca is not None and "tpm" in formats:
         trust = device_setup.with_attestation_ca(trust, attestation_ca.der)
-    store = Store(config.database)
-    await store.migrate()
+    store = await Store.open(config.database)
     nonce_key = await get_or_create_setting(store, NONCE_KEY_SETTING, secrets.token_bytes(32))
     pseudonym_key = await get_or_create_setting(store, PSEUDONYM_KEY_SETTING, secrets.token_bytes(32))
     return Services(

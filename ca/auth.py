@@ -8,9 +8,7 @@ cost no database write.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from enum import Enum
 from typing import Any
 
@@ -21,7 +19,7 @@ from ca.links import Links
 from ca.problems import AccountDoesNotExist, BadNonce, Malformed, Unauthorized
 from ca.services import Services
 from ca.storage import repository as repo
-from ca.storage.tables import Account
+from ca.storage.records import Account
 
 
 class AuthMode(str, Enum):
@@ -65,36 +63,43 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
     if has_kid and mode is AuthMode.JWK:
         raise Malformed("this request must carry the public key (jwk), not a kid")
     account: Account | None = None
-    # One transaction: look up the signer, verify (CPU only), redeem the nonce.
-    async with services.store.transaction() as session:
-        if has_jwk:
-            jwk = jws.parse_account_key(header["jwk"])
-        else:
-            account = await _account_for_kid(session, links, header["kid"])
-            jwk = _account_key(account)
-        jws.verify_signature(parsed, jwk, alg)
-        if not await repo.redeem_nonce(session, nonce, expires):
+    if has_jwk:
+        jwk = jws.parse_account_key(header["jwk"])
+    else:
+        async with services.store.read() as tx:
+            account = await _account_for_kid(tx, links, header["kid"])
+        jwk = _account_key(account)
+    # Verified before the nonce is redeemed, and outside the transaction that redeems it: the
+    # write is one statement, so the database's write lock is held for as short as it can be.
+    jws.verify_signature(parsed, jwk, alg)
+    async with services.store.transaction() as tx:
+        if not await repo.redeem_nonce(tx, nonce, expires):
             raise BadNonce("nonce has already been used")
     return AuthenticatedRequest(parsed, url, jwk, account)
 
 
-@lru_cache(maxsize=4096)
-def _parsed_key(thumbprint: str, jwk_json: str) -> jose.JWK:
-    return jose.JWK.from_json(json.loads(jwk_json))
+_PARSED_KEYS: dict[str, jose.JWK] = {}
+_MAX_PARSED_KEYS = 4096
 
 
 def _account_key(account: Account) -> jose.JWK:
-    """The account's parsed key; a thumbprint names exactly one key, so parses are shared."""
-    return _parsed_key(account.key_thumbprint, json.dumps(account.jwk, sort_keys=True))
+    """The account's parsed key, parsed once: a thumbprint (RFC 7638) names exactly one public
+    key, so it is the cache key; a key change stores a new thumbprint."""
+    key = _PARSED_KEYS.get(account.key_thumbprint)
+    if key is None:
+        if len(_PARSED_KEYS) >= _MAX_PARSED_KEYS:
+            _PARSED_KEYS.pop(next(iter(_PARSED_KEYS)))  # the oldest entry
+        key = _PARSED_KEYS[account.key_thumbprint] = jose.JWK.from_json(account.jwk)
+    return key
 
 
-async def _account_for_kid(session, links: Links, kid: Any) -> Account:
+async def _account_for_kid(tx: repo.Transaction, links: Links, kid: Any) -> Account:
     if not isinstance(kid, str):
         raise Malformed("kid must be a string")
     account_id = links.account_id_from_url(kid)
     if account_id is None:
         raise AccountDoesNotExist(f"kid {kid!r} is not an account URL of this server")
-    account = await session.get(Account, account_id)
+    account = await repo.get(tx, Account, account_id)
     if account is None:
         raise AccountDoesNotExist(f"account {kid} does not exist")
     if account.status != "valid":

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import ssl
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from ca.problems import (
 from ca.renewal import RenewalWindow, authority_key_id_of, parse_cert_id, serial_hex, suggested_window
 from ca.services import Services
 from ca.storage import repository as repo
-from ca.storage.tables import Account, Authorization, Certificate, Order
+from ca.storage.records import Account, Certificate, Order
 
 log = logging.getLogger(__name__)
 BACKDATE = timedelta(minutes=1)  # tolerate clients whose clocks run a little behind
@@ -73,8 +74,8 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     order = view.order
     order.status, order.csr = Status.PROCESSING.value, csr_der
     order.serial, order.issuance_started = serial_hex(new_serial()), services.clock.now()
-    async with services.store.transaction() as session:
-        started = await repo.transition(session, Order, Order.id, order_id, [Status.READY.value],
+    async with services.store.transaction() as tx:
+        started = await repo.transition(tx, Order, order_id, [Status.READY.value],
                                         status=order.status, csr=order.csr, serial=order.serial,
                                         issuance_started=order.issuance_started)
     if not started:
@@ -90,8 +91,8 @@ def _evidences(authorizations) -> list:
 
 
 async def _evidence_of(services: Services, order_id: str) -> list:
-    async with services.store.transaction() as session:
-        return _evidences(await repo.authorizations_of_order(session, order_id))
+    async with services.store.read() as tx:
+        return _evidences(await repo.authorizations_of_order(tx, order_id))
 
 
 async def issue(services: Services, order: Order, evidences: list) -> bool:
@@ -108,11 +109,11 @@ async def issue(services: Services, order: Order, evidences: list) -> bool:
         key_spki_sha256=hashlib.sha256(spki_der(request.public_key)).hexdigest(),
         identifiers=list(order.identifiers), not_before=issued.not_before, not_after=issued.not_after,
     )
-    async with services.store.transaction() as session:
-        stored = await repo.transition(session, Order, Order.id, order.id, [Status.PROCESSING.value],
+    async with services.store.transaction() as tx:
+        stored = await repo.transition(tx, Order, order.id, [Status.PROCESSING.value],
                                        status=Status.VALID.value, certificate_id=order.serial)
         if stored:
-            session.add(cert)
+            await repo.insert(tx, cert)
     return stored
 
 
@@ -149,25 +150,24 @@ def _posture_extensions(evidences: list, issued_at: datetime) -> list:
 
 async def _fail_order(services: Services, order_id: str, problem) -> None:
     doc = problem.to_json()
-    async with services.store.transaction() as session:
-        await repo.transition(session, Order, Order.id, order_id, [Status.PROCESSING.value],
+    async with services.store.transaction() as tx:
+        await repo.transition(tx, Order, order_id, [Status.PROCESSING.value],
                               status=Status.INVALID.value, error=doc)
 
 
 async def resume_stale(services: Services) -> int:
     older_than = services.clock.now() - STALE_ISSUANCE
-    async with services.store.transaction() as session:
-        stale = await repo.stale_processing_orders(session, older_than)
+    async with services.store.read() as tx:
+        stale = await repo.stale_processing_orders(tx, older_than)
     for order in stale:
         await issue(services, order, await _evidence_of(services, order.id))
     return len(stale)
 
 
 async def certificate_chain(services: Services, serial: str, account: Account) -> bytes:
-    async with services.store.transaction() as session:
-        cert = await repo.owned(session, Certificate, serial, account.id, "certificate")
-    leaf = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM)
-    return leaf + services.authority.intermediate_pem
+    async with services.store.read() as tx:
+        cert = await repo.owned(tx, Certificate, serial, account.id, "certificate")
+    return ssl.DER_cert_to_PEM_cert(cert.der).encode("ascii") + services.authority.intermediate_pem
 
 
 async def revoke(services: Services, request: AuthenticatedRequest) -> None:
@@ -182,25 +182,27 @@ async def revoke(services: Services, request: AuthenticatedRequest) -> None:
         presented = x509.load_der_x509_certificate(b64url_decode(cert_b64))
     except ValueError:
         raise Malformed("certificate is not base64url DER of an X.509 certificate") from None
-    async with services.store.transaction() as session:
-        cert = await session.get(Certificate, serial_hex(presented.serial_number))
+    async with services.store.transaction() as tx:
+        cert = await repo.get(tx, Certificate, serial_hex(presented.serial_number))
         if cert is None or cert.der != presented.public_bytes(serialization.Encoding.DER):
             raise not_found("a certificate issued by this CA with that serial")
-        await _authorize_revocation(session, request, cert, presented)
+        await _authorize_revocation(tx, request, cert, presented)
         if cert.revoked_at is not None:
             raise AlreadyRevoked(f"certificate {cert.serial} was revoked at {cert.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
-        cert.revoked_at, cert.revocation_reason = services.clock.now(), reason
-        session.add(cert)
+        revoked = await tx.run('UPDATE "certificate" SET revoked_at = ?, revocation_reason = ? '
+                               'WHERE serial = ? AND revoked_at IS NULL', services.clock.now(), reason, cert.serial)
+        if revoked != 1:
+            raise AlreadyRevoked(f"certificate {cert.serial} was revoked by a concurrent request")
 
 
-async def _authorize_revocation(session, request: AuthenticatedRequest, cert: Certificate, presented: x509.Certificate) -> None:
+async def _authorize_revocation(tx: repo.Transaction, request: AuthenticatedRequest, cert: Certificate, presented: x509.Certificate) -> None:
     if request.account is None:  # signed with a jwk: must be the certificate's own key
         if spki_der(account_public_key_from_jwk(request.jwk)) != spki_der(presented.public_key()):
             raise Unauthorized("the JWS key is not the certificate's key")
         return
     if request.account.id == cert.account_id:
         return
-    if not await _holds_authorizations(session, request.account.id, cert.identifiers):
+    if not await _holds_authorizations(tx, request.account.id, cert.identifiers):
         raise Unauthorized("the account neither owns the certificate nor holds valid authorizations for its identifiers")
 
 
@@ -208,18 +210,13 @@ def account_public_key_from_jwk(jwk: jose.JWK):
     return getattr(jwk.key, "_wrapped", jwk.key)
 
 
-async def _holds_authorizations(session, account_id: str, identifiers: list[dict]) -> bool:
-    from sqlalchemy import select
-
+async def _holds_authorizations(tx: repo.Transaction, account_id: str, identifiers: list[dict]) -> bool:
     for ident in identifiers:
         value = ident["value"][2:] if ident["value"].startswith("*.") else ident["value"]
-        found = await session.execute(
-            select(Authorization.id).where(
-                Authorization.account_id == account_id, Authorization.status == Status.VALID.value,
-                Authorization.identifier_type == ident["type"], Authorization.identifier_value == value,
-            ).limit(1)
-        )
-        if found.first() is None:
+        found = await tx.one(
+            'SELECT id FROM "authorization" WHERE account_id = ? AND status = ? AND identifier_type = ? '
+            'AND identifier_value = ? LIMIT 1', account_id, Status.VALID.value, ident["type"], value)
+        if found is None:
             return False
     return True
 
@@ -228,8 +225,8 @@ async def renewal_info(services: Services, cert_id_text: str) -> RenewalWindow:
     serial = parse_cert_id(cert_id_text)
     if authority_key_id_of(cert_id_text) != _intermediate_key_id(services):
         raise not_found("a certificate of this CA with that authority key identifier")
-    async with services.store.transaction() as session:
-        cert = await session.get(Certificate, serial)
+    async with services.store.read() as tx:
+        cert = await repo.get(tx, Certificate, serial)
     if cert is None:
         raise not_found("certificate")
     return suggested_window(cert.not_before, cert.not_after, cert.revoked_at is not None, services.clock.now())

@@ -107,14 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start-up
     try:
+        if args.command == "serve":
+            return _serve(config)  # not inside an event loop: it may fork workers
         return asyncio.run(_COMMANDS[args.command](config, args))
     except _operator_errors() as exc:
         print(f"acmeda: {exc}", file=sys.stderr)
         return 1
-
-
-async def _run_serve(config: config_mod.Config, args: argparse.Namespace) -> int:
-    return await _serve(config)
 
 
 async def _run_eab(config: config_mod.Config, args: argparse.Namespace) -> int:
@@ -150,9 +148,8 @@ async def _run_tpm(config: config_mod.Config, args: argparse.Namespace) -> int:
         return 2
     if config.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = Store(config.database)
+    store = await Store.open(config.database)
     try:
-        await store.migrate()
         await EkRegistry(store, SystemClock()).put(entry)
     finally:
         await store.close()
@@ -184,33 +181,68 @@ def _base_url(config: config_mod.Config) -> str:
     return f"{'https' if config.tls else 'http'}://{shown}:{port}"
 
 
-async def _serve(config: config_mod.Config) -> int:
-    from aiohttp import web
+def _serve(config: config_mod.Config) -> int:
+    """First-start work once, then the workers: in this process, or forked (`ca.workers`)."""
+    from ca import workers
 
-    from ca.app import build_app, build_services
+    if config.workers < 0:
+        raise config_mod.ConfigError(f"workers must be 0 (one per CPU) or more, not {config.workers}")
+    count = config.workers or workers.default_count()
+    tls_files = asyncio.run(_first_start(config))
+    host, port = config.listen_host_port
+    try:
+        sockets = workers.bind(host, port, count)
+    except OSError as exc:
+        raise config_mod.ConfigError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
+    ready = lambda: print("acmeda: ready", flush=True)  # noqa: E731
+    if count == 1:
+        return workers.run_loop(_serve_worker(config, tls_files, sockets[0], ready))
+    return workers.serve(sockets, lambda own, report: workers.run_loop(_serve_worker(config, tls_files, own, report)),
+                         ready)
+
+
+async def _first_start(config: config_mod.Config) -> tuple[Path, Path] | None:
+    """Create what the first start creates (keys, database, TLS certificate) and print where it is."""
+    from ca.app import build_services
     from ca.links import Links
     from ca.pki import load_or_create_tls_certificate
 
     services = await build_services(config)
-    ssl_context = None
-    if config.tls:
-        cert_path, key_path = load_or_create_tls_certificate(config.data_dir, services.authority, config.tls_hostnames, services.clock)
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(cert_path, key_path)
+    try:
+        tls_files = None
+        if config.tls:
+            tls_files = load_or_create_tls_certificate(config.data_dir, services.authority, config.tls_hostnames,
+                                                       services.clock)
+    finally:
+        await services.store.close()
     authority = services.authority
     print(f"acmeda: ACME directory {Links(_base_url(config)).directory()}", flush=True)
     print(f"acmeda: root certificate {authority.root_path.resolve()}", flush=True)
     print(f"acmeda: root SHA-256 fingerprint {authority.root_fingerprint_sha256}", flush=True)
     print(f"acmeda: database {Path(config.database).resolve() if config.database_url is None else 'postgresql'}", flush=True)
+    return tls_files
+
+
+async def _serve_worker(config: config_mod.Config, tls_files: tuple[Path, Path] | None, sockets, report_ready) -> int:
+    from aiohttp import web
+
+    from ca.app import build_app, build_services
+
+    services = await build_services(config)
+    ssl_context = None
+    if tls_files is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(*tls_files)
     runner = web.AppRunner(build_app(services), access_log=None)
     await runner.setup()
-    host, port = config.listen_host_port
-    await web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024).start()
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("acmeda: ready", flush=True)
+    report_ready()
     await stop.wait()
     await runner.cleanup()
     return 0
@@ -230,13 +262,11 @@ async def _eab_create(config: config_mod.Config, label: str) -> int:
 
 
 async def _db_upgrade(config: config_mod.Config) -> int:
-    from ca.storage.repository import Store
+    from ca.storage.db import migrate
 
     if config.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = Store(config.database)
-    await store.migrate()
-    await store.close()
+    await migrate(config.database)
     print("acmeda: database schema is up to date")
     return 0
 
@@ -249,9 +279,8 @@ async def _run_first_use(config: config_mod.Config, args: argparse.Namespace) ->
 
     if config.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = Store(config.database)
+    store = await Store.open(config.database)
     try:
-        await store.migrate()
         identifier = Identifier(IdentifierType.PERMANENT_IDENTIFIER, args.identifier)
         forgotten = await FirstUseRegistry(store, SystemClock()).forget(identifier)
     finally:
@@ -263,7 +292,7 @@ async def _run_first_use(config: config_mod.Config, args: argparse.Namespace) ->
     return 0
 
 
-_COMMANDS = {"serve": _run_serve, "eab": _run_eab, "alias": _run_alias, "tpm": _run_tpm, "first-use": _run_first_use,
+_COMMANDS = {"eab": _run_eab, "alias": _run_alias, "tpm": _run_tpm, "first-use": _run_first_use,
              "db": _run_db}
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class ConfigError(ValueError):
 class Config:
     data_dir: Path = field(default=Path("acmeda-data"), metadata={"help": "where keys, certificates and the SQLite database live", "parse": Path})
     listen: str = field(default="127.0.0.1:8443", metadata={"help": "address and port to serve ACME on (HOST:PORT; [::1]:PORT for IPv6)"})
+    workers: int = field(default=0, metadata={"help": "worker processes serving requests, each one event loop on one CPU (0: one per CPU)", "parse": int})
     base_url: str | None = field(default=None, metadata={"help": "public base URL (e.g. https://ca.example:8443); default: from each request's Host", "parse": _opt_str})
     database_url: str | None = field(default=None, metadata={"help": "postgresql://user@host/db for replicas; default: SQLite in the data directory", "parse": _opt_str})
     key_type: KeyType = field(default=KeyType.ECDSA_P256, metadata={"help": "CA key type on first start: " + ", ".join(k.value for k in KeyType), "parse": KeyType})

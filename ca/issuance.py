@@ -154,6 +154,10 @@ class Issuer:
     def __init__(self, ca: CertificateAuthority) -> None:
         self._ca = ca
         self._hash = signature_hash_for(ca.intermediate_key)
+        # What every certificate takes from the intermediate, read once.
+        self._issuer_name = ca.intermediate.subject
+        self._ca_end = ca.intermediate.not_valid_after_utc
+        self._aki = self._authority_key_identifier()
 
     def issue(self, request: IssuanceRequest) -> IssuedCertificate:
         device = is_device_order(request.identifiers)
@@ -162,7 +166,7 @@ class Issuer:
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(self._ca.intermediate.subject)
+            .issuer_name(self._issuer_name)
             .public_key(request.public_key)
             .serial_number(request.serial)
             .not_valid_before(request.not_before)
@@ -183,7 +187,7 @@ class Issuer:
 
     def _not_after(self, request: IssuanceRequest) -> datetime:
         # A leaf must not outlive the certificate that vouches for it.
-        ca_end = self._ca.intermediate.not_valid_after_utc
+        ca_end = self._ca_end
         not_after = min(request.not_before + request.profile.lifetime, ca_end)
         if not_after <= request.not_before:
             raise ServerInternal(f"the intermediate CA certificate expires at {ca_end.isoformat()}; re-issue it")
@@ -201,7 +205,7 @@ class Issuer:
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (_key_usage(request.public_key, server=not device), True),
             (x509.SubjectKeyIdentifier.from_public_key(request.public_key), False),
-            (self._authority_key_identifier(), False),
+            (self._aki, False),
         ]
         if names:
             extensions.insert(2, (x509.SubjectAlternativeName(names), empty_subject))

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from ca.links import Links
 from ca.model import Status
-from ca.storage.tables import Account, Authorization, Challenge, Order
+from ca.storage.records import Account, Authorization, Challenge, Order
 
 
 def rfc3339(moment: datetime) -> str:

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import func, or_, select, update
-
 from ca.challenges import ChallengeType
 from ca.identifiers import Identifier, parse_identifier
 from ca.issuance import Profile, profile_for
@@ -19,7 +17,7 @@ from ca.problems import (
 from ca.renewal import parse_cert_id
 from ca.services import Services
 from ca.storage import repository as repo
-from ca.storage.tables import Account, Authorization, Certificate, Challenge, Order
+from ca.storage.records import Account, Authorization, Certificate, Challenge, Order
 
 MAX_IDENTIFIERS = 100
 
@@ -110,79 +108,75 @@ async def new_order(services: Services, account: Account, payload: dict[str, Any
         expires=now + services.config.order_lifetime, not_before=not_before, not_after=not_after,
         created_at=now,
     )
-    async with services.store.transaction() as session:
-        await _check_rate_limit(session, services, account, now)
+    async with services.store.transaction() as tx:
+        await _check_rate_limit(tx, services, account, now)
         if "replaces" in payload:
-            order.replaces = await _claim_replacement(session, account, payload["replaces"], order.id, identifiers)
-        session.add(order)
-        authz_ids = [_add_authorization(session, order, identifier, services.validators.offered_for(identifier))
+            order.replaces = await _claim_replacement(tx, account, payload["replaces"], order.id, identifiers)
+        await repo.insert(tx, order)
+        authz_ids = [await _add_authorization(tx, order, identifier, services.validators.offered_for(identifier))
                      for identifier in identifiers]
     return OrderView(order, Status.PENDING, tuple(authz_ids))
 
 
-async def _check_rate_limit(session, services: Services, account: Account, now: datetime) -> None:
+async def _check_rate_limit(tx: repo.Transaction, services: Services, account: Account, now: datetime) -> None:
     limit = services.config.orders_per_account_per_hour
     if limit <= 0:
         return
     since = now - timedelta(hours=1)
-    result = await session.execute(
-        select(func.count()).select_from(Order).where(Order.account_id == account.id, Order.created_at >= since)
-    )
-    if result.scalar_one() >= limit:
+    (count,) = await tx.one('SELECT count(*) FROM "acme_order" WHERE account_id = ? AND created_at >= ?', account.id, since)
+    if count >= limit:
         raise RateLimited(f"too many new orders: at most {limit} per account per hour", headers={"Retry-After": "60"})
 
 
-async def _claim_replacement(session, account: Account, cert_id: Any, order_id: str, identifiers: Sequence[Identifier]) -> str:
+async def _claim_replacement(tx: repo.Transaction, account: Account, cert_id: Any, order_id: str, identifiers: Sequence[Identifier]) -> str:
     """RFC 9773 §5: mark the named certificate replaced by this order, once."""
     if not isinstance(cert_id, str):
         raise Malformed("replaces must be an ARI certificate identifier string")
     serial = parse_cert_id(cert_id)
-    cert = await session.get(Certificate, serial)
+    cert = await repo.get(tx, Certificate, serial)
     if cert is None or cert.account_id != account.id:
         raise Malformed(f"replaces names certificate {cert_id!r}, which this account was not issued", status=404 if cert is None else 400)
     if not {(i["type"], i["value"]) for i in cert.identifiers} & {(i.type.value, i.value) for i in identifiers}:
         raise Malformed("the replacement order shares no identifier with the certificate it replaces")
-    failed = select(Order.id).where(Order.status == Status.INVALID.value)
-    claimed = await session.execute(
-        update(Certificate)
-        .where(Certificate.serial == serial, or_(Certificate.replaced_by.is_(None), Certificate.replaced_by.in_(failed)))
-        .values(replaced_by=order_id)
-    )
-    if claimed.rowcount != 1:
+    claimed = await tx.run(
+        'UPDATE "certificate" SET replaced_by = ? WHERE serial = ? AND (replaced_by IS NULL OR replaced_by IN '
+        '(SELECT id FROM "acme_order" WHERE status = ?))', order_id, serial, Status.INVALID.value)
+    if claimed != 1:
         raise AlreadyReplaced(f"certificate {cert_id} has already been replaced")
     return cert_id
 
 
-def _add_authorization(session, order: Order, identifier: Identifier, offered: Sequence[ChallengeType]) -> str:
+async def _add_authorization(tx: repo.Transaction, order: Order, identifier: Identifier,
+                             offered: Sequence[ChallengeType]) -> str:
     wildcard = identifier.is_wildcard
     value = identifier.value[2:] if wildcard else identifier.value
     authz = Authorization(
         id=repo.new_id(), order_id=order.id, account_id=order.account_id, identifier_type=identifier.type.value,
         identifier_value=value, wildcard=wildcard, status=Status.PENDING.value, expires=order.expires,
     )
-    session.add(authz)
     if not offered:
         raise RejectedIdentifier(f"no challenge type able to validate {identifier} is enabled on this server")
+    await repo.insert(tx, authz)
     for kind in offered:
-        session.add(Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
-                              token=secrets.token_urlsafe(32), status=Status.PENDING.value))
+        await repo.insert(tx, Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
+                                        token=secrets.token_urlsafe(32), status=Status.PENDING.value))
     return authz.id
 
 
 async def load_order(services: Services, order_id: str, account: Account) -> OrderView:
     now = services.clock.now()
-    async with services.store.transaction() as session:
-        order = await repo.owned(session, Order, order_id, account.id, "order")
-        authzs = await repo.authorizations_of_order(session, order.id)
+    async with services.store.read() as tx:
+        order = await repo.owned(tx, Order, order_id, account.id, "order")
+        authzs = await repo.authorizations_of_order(tx, order.id)
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
     status = order_status(Status(order.status), order.expires, statuses, now)
     return OrderView(order, status, tuple(a.id for a in authzs), tuple(authzs))
 
 
 async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
-    async with services.store.transaction() as session:
-        authz = await repo.owned(session, Authorization, authz_id, account.id, "authorization")
-        challenges = await repo.challenges_of(session, [authz.id])
+    async with services.store.read() as tx:
+        authz = await repo.owned(tx, Authorization, authz_id, account.id, "authorization")
+        challenges = await repo.challenges_of(tx, [authz.id])
     status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
     return AuthzView(authz, status, tuple(challenges))
 
@@ -192,11 +186,11 @@ async def deactivate_authorization(services: Services, authz_id: str, account: A
     view = await load_authorization(services, authz_id, account)
     if view.status not in (Status.PENDING, Status.VALID):
         raise Malformed(f"an authorization that is {view.status.value} cannot be deactivated")
-    async with services.store.transaction() as session:
-        done = await repo.transition(session, Authorization, Authorization.id, authz_id,
+    async with services.store.transaction() as tx:
+        done = await repo.transition(tx, Authorization, authz_id,
                                      [Status.PENDING.value, Status.VALID.value], status=Status.DEACTIVATED.value)
         if not done:
             raise Malformed("the authorization changed state concurrently; fetch it again")
-        await repo.transition(session, Order, Order.id, view.authz.order_id,
+        await repo.transition(tx, Order, view.authz.order_id,
                               [Status.PENDING.value, Status.READY.value], status=Status.INVALID.value)
     return await load_authorization(services, authz_id, account)

@@ -16,23 +16,22 @@ from ca.challenges import ChallengeType, ValidationRequest, ValidationResult, ke
 from ca.challenges.device_attest import att_obj_from_payload
 from ca.evidence_json import evidence_to_json
 from ca.identifiers import Identifier, IdentifierType
-from ca.jws import thumbprint_of_json
 from ca.model import Status, authorization_status
 from ca.problems import AcmeProblem, Connection, Malformed, ServerInternal, Unauthorized, not_found
 from ca.services import Services
 from ca.storage import repository as repo
-from ca.storage.tables import Account, Authorization, Challenge, Order
+from ca.storage.records import Account, Authorization, Challenge, Order
 
 log = logging.getLogger(__name__)
 
 
 async def respond(services: Services, challenge_id: str, account: Account, payload: dict[str, Any] | None) -> tuple[Challenge, str]:
     """Handle a POST to a challenge URL; return the challenge and its authorization id."""
-    async with services.store.transaction() as session:
-        challenge = await session.get(Challenge, challenge_id)
+    async with services.store.transaction() as tx:
+        challenge = await repo.get(tx, Challenge, challenge_id)
         if challenge is None:
             raise not_found("challenge")
-        authz = await session.get(Authorization, challenge.authz_id)
+        authz = await repo.get(tx, Authorization, challenge.authz_id)
         assert authz is not None
         if authz.account_id != account.id:
             raise Unauthorized("the challenge belongs to a different account")
@@ -43,7 +42,7 @@ async def respond(services: Services, challenge_id: str, account: Account, paylo
         if status is not Status.PENDING:
             raise Malformed(f"the authorization is {status.value}; its challenges can no longer be answered")
         now = services.clock.now()
-        claimed = await repo.transition(session, Challenge, Challenge.id, challenge.id, [Status.PENDING.value],
+        claimed = await repo.transition(tx, Challenge, challenge.id, [Status.PENDING.value],
                                         status=Status.PROCESSING.value, processing_since=now, payload=payload)
     if claimed:
         challenge.status, challenge.processing_since = Status.PROCESSING.value, now
@@ -56,8 +55,8 @@ async def respond(services: Services, challenge_id: str, account: Account, paylo
         # a third slower at concurrency 8). The claim above is committed first, so a crash here
         # leaves a `processing` challenge that `resume_stale` finishes.
         await asyncio.shield(schedule(services, challenge.id))
-    async with services.store.transaction() as session:  # the outcome, or the state another request left
-        fresh = await session.get(Challenge, challenge_id)
+    async with services.store.read() as tx:  # the outcome, or the state another request left
+        fresh = await repo.get(tx, Challenge, challenge_id)
     assert fresh is not None
     return fresh, authz.id
 
@@ -79,15 +78,15 @@ def schedule(services: Services, challenge_id: str) -> asyncio.Task:
 
 
 async def validate(services: Services, challenge_id: str) -> None:
-    async with services.store.transaction() as session:
-        challenge = await session.get(Challenge, challenge_id)
+    async with services.store.read() as tx:
+        challenge = await repo.get(tx, Challenge, challenge_id)
         if challenge is None or challenge.status != Status.PROCESSING.value:
             return
-        authz = await session.get(Authorization, challenge.authz_id)
-        account = await session.get(Account, authz.account_id) if authz else None
+        authz = await repo.get(tx, Authorization, challenge.authz_id)
+        account = await repo.get(tx, Account, authz.account_id) if authz else None
     if authz is None or account is None:
         return
-    thumb = thumbprint_of_json(account.jwk) or ""
+    thumb = account.key_thumbprint  # RFC 7638, computed when the key was registered
     identifier = Identifier(IdentifierType(authz.identifier_type), authz.identifier_value)
     request = ValidationRequest(identifier, challenge.token, key_authorization(challenge.token, thumb),
                                 challenge.payload or {}, thumb)
@@ -114,9 +113,9 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
     now = services.clock.now()
     valid = problem is None
     outcome = Status.VALID if valid else Status.INVALID
-    async with services.store.transaction() as session:
+    async with services.store.transaction() as tx:
         moved = await repo.transition(
-            session, Challenge, Challenge.id, challenge.id, [Status.PROCESSING.value], status=outcome.value,
+            tx, Challenge, challenge.id, [Status.PROCESSING.value], status=outcome.value,
             validated=now if valid else None, error=None if valid else _error_doc(problem, authz),
             record=[dict(r) for r in result.records] if result and result.record else None,
             payload=None,  # draft-ietf-acme-device-attest §7.2: keep no attestation payload once validated
@@ -124,9 +123,9 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
         if not moved:
             return  # another replica recorded the outcome first
         evidence = evidence_to_json(result.evidence) if result and result.evidence is not None else None
-        await repo.transition(session, Authorization, Authorization.id, authz.id, [Status.PENDING.value],
+        await repo.transition(tx, Authorization, authz.id, [Status.PENDING.value],
                               status=outcome.value, evidence=evidence)
-        await _advance_order(session, authz.order_id, valid)
+        await _advance_order(tx, authz.order_id, valid)
 
 
 def _error_doc(problem: AcmeProblem | None, authz: Authorization) -> dict[str, Any]:
@@ -136,23 +135,23 @@ def _error_doc(problem: AcmeProblem | None, authz: Authorization) -> dict[str, A
     return doc
 
 
-async def _advance_order(session, order_id: str, authz_valid: bool) -> None:
+async def _advance_order(tx: repo.Transaction, order_id: str, authz_valid: bool) -> None:
     if not authz_valid:
-        await repo.transition(session, Order, Order.id, order_id, [Status.PENDING.value], status=Status.INVALID.value)
+        await repo.transition(tx, Order, order_id, [Status.PENDING.value], status=Status.INVALID.value)
         return
-    authzs = await repo.authorizations_of_order(session, order_id)
+    authzs = await repo.authorizations_of_order(tx, order_id)
     if all(a.status == Status.VALID.value for a in authzs):
-        await repo.transition(session, Order, Order.id, order_id, [Status.PENDING.value], status=Status.READY.value)
+        await repo.transition(tx, Order, order_id, [Status.PENDING.value], status=Status.READY.value)
 
 
 async def resume_stale(services: Services) -> int:
     """Re-run validations left `processing` by a replica that stopped; returns how many."""
     older_than = services.clock.now() - 2 * services.config.validation_timeout
-    async with services.store.transaction() as session:
-        stale = await repo.stale_processing_challenges(session, older_than)
+    async with services.store.transaction() as tx:
+        stale = await repo.stale_processing_challenges(tx, older_than)
         for challenge in stale:  # claim them: bump the timestamp so other replicas skip them
             challenge.processing_since = services.clock.now()
-            session.add(challenge)
+            await repo.update(tx, Challenge, challenge.id, processing_since=challenge.processing_since)
     for challenge in stale:
         schedule(services, challenge.id)
     return len(stale)

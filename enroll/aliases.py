@@ -7,14 +7,13 @@ must prove the identifier it stands for, and a single-use alias is consumed atom
 
 from __future__ import annotations
 
-from sqlalchemy import update
-
 from attestation.evidence import Evidence
 from ca.clock import Clock
 from ca.identifiers import Identifier, IdentifierType
 from ca.problems import BadAttestationStatement
+from ca.storage import repository as repo
 from ca.storage.repository import Store
-from enroll.tables import DeviceAlias
+from enroll.records import DeviceAlias
 
 
 class AliasRegistry:
@@ -23,16 +22,16 @@ class AliasRegistry:
         self._clock = clock
 
     async def add(self, alias: str, attested_value: str, *, single_use: bool = True, label: str = "") -> None:
-        async with self._store.transaction() as session:
-            session.add(DeviceAlias(alias=alias, attested_value=attested_value, single_use=single_use,
-                                    label=label, created_at=self._clock.now()))
+        async with self._store.transaction() as tx:
+            await repo.insert(tx, DeviceAlias(alias=alias, attested_value=attested_value, single_use=single_use,
+                                              label=label, created_at=self._clock.now()))
 
     async def admits(self, identifier: Identifier, evidence: Evidence) -> bool:
         """True if `identifier` is a registered alias of an identifier `evidence` proves (consuming it)."""
         if identifier.type is not IdentifierType.PERMANENT_IDENTIFIER:
             return False
-        async with self._store.transaction() as session:
-            row = await session.get(DeviceAlias, identifier.value)
+        async with self._store.transaction() as tx:
+            row = await repo.get(tx, DeviceAlias, identifier.value)
             if row is None:
                 return False
             if row.attested_value not in {p.value for p in evidence.permanent_identifiers}:
@@ -40,9 +39,8 @@ class AliasRegistry:
                     f"enrollment alias {identifier.value!r} is registered for another device than the one attested")
             if not row.single_use:
                 return True
-            consumed = await session.execute(
-                update(DeviceAlias).where(DeviceAlias.alias == row.alias, DeviceAlias.used_at.is_(None))
-                .values(used_at=self._clock.now()))
-            if consumed.rowcount != 1:
+            consumed = await tx.run('UPDATE "device_alias" SET used_at = ? WHERE alias = ? AND used_at IS NULL',
+                                    self._clock.now(), row.alias)
+            if consumed != 1:
                 raise BadAttestationStatement(f"enrollment alias {identifier.value!r} has already been used")
             return True

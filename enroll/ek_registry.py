@@ -22,8 +22,11 @@ from attestation.errors import AttestationError
 from attestation.tpm.ek import canonical_spki, certificate_spki, ek_hash, pinned_ek
 from ca.clock import Clock
 from ca.san import OtherNameError, split_permanent_identifier
+from ca.storage import repository as repo
 from ca.storage.repository import Store
-from enroll.tables import TpmEndorsementKey
+from enroll.records import TpmEndorsementKey
+
+_STATED = ("pinned", "identifier", "assigner", "manufacturer", "model", "version", "label")
 
 _EK_HASH = re.compile(r"[0-9a-f]{64}")
 _TPM_VALUE_MAX = 64
@@ -67,8 +70,9 @@ class EkRegistry:
     async def put(self, entry: EkEntry) -> None:
         """Record what the operator states about `entry.ek_hash`: stated fields replace what was
         registered before, unstated ones (None) are kept, and a pin stays once given."""
-        async with self._store.transaction() as session:
-            row = await session.get(TpmEndorsementKey, entry.ek_hash)
+        async with self._store.transaction() as tx:
+            row = await repo.get(tx, TpmEndorsementKey, entry.ek_hash)
+            known = row is not None
             if row is None:
                 row = TpmEndorsementKey(ek_hash=entry.ek_hash, created_at=self._clock.now())
             if entry.identifier is not None:
@@ -78,11 +82,14 @@ class EkRegistry:
                     setattr(row, field, getattr(entry, field))
             row.pinned = row.pinned or entry.pinned
             row.label = entry.label or row.label
-            session.add(row)
+            if known:
+                await repo.update(tx, TpmEndorsementKey, row.ek_hash, **{f: getattr(row, f) for f in _STATED})
+            else:
+                await repo.insert(tx, row)
 
     async def get(self, ek_hash_value: str) -> TpmEndorsementKey | None:
-        async with self._store.transaction() as session:
-            return await session.get(TpmEndorsementKey, ek_hash_value)
+        async with self._store.transaction() as tx:
+            return await repo.get(tx, TpmEndorsementKey, ek_hash_value)
 
 
 def ek_hash_of_file(data: bytes) -> str:

@@ -74,3 +74,13 @@ class TpmActivation(SQLModel, table=True):
     answered_at: Optional[datetime] = _time(nullable=True)
     certificate: Optional[bytes] = Field(default=None, sa_column=sa.Column(sa.LargeBinary(), nullable=True))
     error: Optional[str] = Field(default=None, max_length=1024)
+
+
+class ReplayableFirstUse(SQLModel, table=True):
+    """The first enrollment of an identifier with replayable evidence (`enroll.first_use`)."""
+
+    __tablename__ = "replayable_first_use"
+    identifier: str = Field(primary_key=True, max_length=1100)  # "<type>:<value>"
+    fmt: str = Field(max_length=64)
+    account_thumbprint: str = Field(max_length=64)  # RFC 7638 thumbprint of the first account key
+    used_at: datetime = _time(nullable=False)

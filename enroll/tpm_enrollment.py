@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
 
 from attestation.assigners import TPM_EK_HASH
 from attestation.errors import AttestationError
@@ -51,7 +50,7 @@ from ca.problems import BadAttestationStatement, Malformed
 from ca.storage import repository as repo
 from ca.storage.repository import Store, new_id
 from enroll.ak_certificate import AkCertificateRequest, issue_ak_certificate
-from enroll.tables import TpmActivation, TpmEndorsementKey
+from enroll.records import TpmActivation, TpmEndorsementKey
 
 PENDING, VALID, INVALID = "pending", "valid", "invalid"
 SECRET_BYTES = 32
@@ -163,8 +162,8 @@ class TpmEnrollment:
             ek = self._endorsement_key(request)
         except AttestationError as error:
             raise _refusal(error) from error
-        async with self._store.transaction() as session:
-            entry = await session.get(TpmEndorsementKey, ek.ek_hash)
+        async with self._store.transaction() as tx:
+            entry = await repo.get(tx, TpmEndorsementKey, ek.ek_hash)
         if request.ek_public is not None and (entry is None or not entry.pinned):
             raise BadAttestationStatement(f"EK {ek.ek_hash} is not pinned in the fleet registry "
                                           "(acmeda tpm pin-ek), and it came without a certificate")
@@ -175,8 +174,8 @@ class TpmEnrollment:
         except AttestationError as error:
             raise _refusal(error) from error
         activation = self._activation(account_id, request.ak_public, ak, ek, entry, secret)
-        async with self._store.transaction() as session:
-            session.add(activation)
+        async with self._store.transaction() as tx:
+            await repo.insert(tx, activation)
         return Begun(activation, made)
 
     def _endorsement_key(self, request: BeginRequest) -> EndorsementKey:
@@ -209,8 +208,8 @@ class TpmEnrollment:
 
     async def answer(self, account_id: str, activation_id: str, payload: Mapping[str, Any]) -> Activated:
         secret = _binary(payload, "secret")
-        async with self._store.transaction() as session:
-            row = await repo.owned(session, TpmActivation, activation_id, account_id, "TPM activation")
+        async with self._store.transaction() as tx:
+            row = await repo.owned(tx, TpmActivation, activation_id, account_id, "TPM activation")
         now = self._clock.now()
         if row.status != PENDING:
             raise BadAttestationStatement(f"TPM activation {activation_id} was already answered (it is {row.status}); "
@@ -230,11 +229,9 @@ class TpmEnrollment:
 
     async def _consume(self, row: TpmActivation, status: str, **values: Any) -> None:
         """pending → `status`, once across replicas; a lost race is a replayed answer."""
-        async with self._store.transaction() as session:
-            result = await session.execute(
-                update(TpmActivation).where(TpmActivation.id == row.id, TpmActivation.status == PENDING)
-                .values(status=status, answered_at=self._clock.now(), **values))
-            won = result.rowcount == 1
+        async with self._store.transaction() as tx:
+            won = await repo.transition(tx, TpmActivation, row.id, [PENDING], status=status,
+                                        answered_at=self._clock.now(), **values)
         if not won:
             raise BadAttestationStatement(f"TPM activation {row.id} was already answered; "
                                           "an activation is single use: begin a new one")

@@ -35,8 +35,8 @@ async def account_orders(request: web.Request, auth: AuthenticatedRequest, servi
     if auth.account is None or auth.account.id != account_id:
         raise Unauthorized("only the account itself may list its orders")
     after = request.query.get("cursor")
-    async with services.store.transaction() as session:
-        orders = await repo.orders_of_account(session, account_id, after=after, limit=ORDERS_PAGE + 1)
+    async with services.store.read() as tx:
+        orders = await repo.orders_of_account(tx, account_id, after=after, limit=ORDERS_PAGE + 1)
     page, more = orders[:ORDERS_PAGE], len(orders) > ORDERS_PAGE
     response = json_response({"orders": [links.order(o.id) for o in page]})
     if more:

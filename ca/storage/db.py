@@ -1,12 +1,8 @@
-"""The database engine: URL handling, SQLite tuning, and schema migrations (Alembic).
+"""Database URLs and schema migrations (Alembic over SQLAlchemy engines made for the purpose).
 
 SQLite (WAL) is the zero-config default; PostgreSQL is selected by a `postgresql://` URL.
-
-SQLite is embedded: a statement is a local function call of microseconds, so the store runs
-it synchronously on the event loop over one connection (see `ca.storage.repository.Store`)
-rather than hopping to a worker thread for every statement. Every transaction starts with
-BEGIN IMMEDIATE so that another process on the same file (an operator command) waits on
-the busy timeout instead of failing on a stale snapshot. PostgreSQL goes through asyncpg.
+Migrating is the only use of SQLAlchemy engines: requests go to the driver directly
+(`ca.storage.sql`). On PostgreSQL an advisory lock lets one replica migrate at a time.
 """
 
 from __future__ import annotations
@@ -33,6 +29,22 @@ def sqlite_path(url: str) -> str:
     return str(Path(url).resolve())
 
 
+async def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest schema revision."""
+    if is_sqlite_url(url):
+        engine = make_sqlite_engine(url)
+        try:
+            migrate_sqlite(engine)
+        finally:
+            engine.dispose()
+    else:
+        async_engine = make_postgres_engine(url, pool_size=1)
+        try:
+            await migrate_postgres(async_engine)
+        finally:
+            await async_engine.dispose()
+
+
 def async_url(url: str) -> str:
     """Map a user-facing PostgreSQL URL to the async driver SQLAlchemy should use."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -48,9 +60,7 @@ def make_sqlite_engine(url: str) -> Engine:
 
 
 def make_postgres_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    # No pre-ping: it costs a round trip per transaction. Connections are recycled instead, and a
-    # connection that died in between fails its one request, which the client retries.
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size)
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -116,7 +116,7 @@ def test_first_use_forget_releases_an_instance_to_the_next_account(tmp_path):
     evidence = Evidence(fmt="aws-iid", public_key=None, trust_level=TrustLevel.CLOUD, replayable=True)
 
     async def admit(thumbprint: str) -> bool:
-        store = Store(f"sqlite:///{data / 'acmeda.db'}")
+        store = await Store.open(f"sqlite:///{data / 'acmeda.db'}")
         try:
             return await FirstUseRegistry(store, SystemClock()).admit(instance, evidence, thumbprint)
         finally:

@@ -7,14 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cryptography import x509
-from sqlalchemy import select
 
 from ca import certificates, validation
 from ca.issuance import new_serial
 from ca.model import Status
 from ca.renewal import serial_hex
 from ca.storage import repository as repo
-from ca.storage.tables import Certificate, Challenge, Order
+from ca.storage.records import Certificate, Challenge, Order
 from tests.ca.flow import make_csr, poll, validate_ip_order
 
 
@@ -25,8 +24,8 @@ async def test_issuance_interrupted_after_processing_is_resumed_with_the_same_se
     order_id = order_url.rsplit("/", 1)[1]
     csr, _ = make_csr(["127.0.0.1"])
     serial = serial_hex(new_serial())
-    async with services.store.transaction() as session:  # what finalize commits before it signs
-        assert await repo.transition(session, Order, Order.id, order_id, [Status.READY.value],
+    async with services.store.transaction() as tx:  # what finalize commits before it signs
+        assert await repo.transition(tx, Order, order_id, [Status.READY.value],
                                      status=Status.PROCESSING.value, csr=csr, serial=serial,
                                      issuance_started=clock.now())
     processing = await (await acme.get(order_url)).json()
@@ -41,9 +40,8 @@ async def test_issuance_interrupted_after_processing_is_resumed_with_the_same_se
     assert done["status"] == "valid" and done["certificate"].endswith("/" + serial)
     leaf = x509.load_pem_x509_certificates(await (await acme.get(done["certificate"])).read())[0]
     assert leaf.serial_number == int(serial, 16)
-    async with services.store.transaction() as session:
-        issued = await session.execute(select(Certificate).where(Certificate.order_id == order_id))
-        assert len(issued.scalars().all()) == 1
+    async with services.store.transaction() as tx:
+        assert len(await repo.select(tx, Certificate, "order_id = ?", order_id)) == 1
 
 
 async def test_validation_interrupted_is_resumed(acme, responder, clock):
@@ -54,8 +52,8 @@ async def test_validation_interrupted_is_resumed(acme, responder, clock):
     responder.tokens[challenge["token"]] = acme.key_authorization(challenge["token"])
     services = acme.services
     challenge_id = challenge["url"].rsplit("/", 1)[1]
-    async with services.store.transaction() as session:  # claimed by a replica that then stopped
-        assert await repo.transition(session, Challenge, Challenge.id, challenge_id, [Status.PENDING.value],
+    async with services.store.transaction() as tx:  # claimed by a replica that then stopped
+        assert await repo.transition(tx, Challenge, challenge_id, [Status.PENDING.value],
                                      status=Status.PROCESSING.value, processing_since=clock.now(), payload={})
     clock.advance(services.config.validation_timeout * 3)
     assert await validation.resume_stale(services) >= 1

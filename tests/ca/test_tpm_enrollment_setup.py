@@ -135,8 +135,7 @@ def test_registry_entries_are_checked(entry, match):
 
 
 async def test_registry_updates_merge_and_keep_the_pin(tmp_path, clock):
-    store = Store(str(tmp_path / "db.sqlite"))
-    await store.migrate()
+    store = await Store.open(str(tmp_path / "db.sqlite"))
     registry = EkRegistry(store, clock)
     await registry.put(EkEntry("a" * 64, identifier="lab-1", pinned=True, manufacturer="id:4E544300"))
     await registry.put(EkEntry("a" * 64, model="NPCT75x", version="id:1"))

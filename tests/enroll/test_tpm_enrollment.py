@@ -22,9 +22,10 @@ from ca.keys import KeyType
 from ca.nonces import b64url, b64url_decode
 from ca.pki import load_or_create_attestation_ca, load_or_create_ca
 from ca.problems import BadAttestationStatement, Malformed, Unauthorized
+from ca.storage import repository as repo
 from ca.storage.repository import Store
 from enroll.ek_registry import EkEntry, EkRegistry
-from enroll.tables import TpmActivation
+from enroll.records import TpmActivation
 from enroll.tpm_enrollment import TpmEnrollment, TpmSettings
 from tests.enroll import soft_tpm
 from tests.enroll.device import EK_CERT, EK_HASH, EK_KEY, machine, payload, tpm_answer
@@ -35,8 +36,7 @@ async def enrollment(tmp_path, database_url, clock):
     clock.set(soft_tpm.NOW)
     ca, _ = load_or_create_ca(tmp_path / "data", key_type=KeyType.ECDSA_P256, passphrase=None, clock=clock)
     authority = load_or_create_attestation_ca(tmp_path / "data", ca, passphrase=None, clock=clock)
-    store = Store(database_url)
-    await store.migrate()
+    store = await Store.open(database_url)
     trust = EkTrust((soft_tpm.der(soft_tpm.maker().root),))
 
     def make(**settings) -> TpmEnrollment:
@@ -77,8 +77,8 @@ async def test_only_a_digest_of_the_secret_is_stored(enrollment):
     service = enrollment()
     begun = await service.begin("acct1", payload())
     secret = b64url_decode(tpm_answer(begun)["secret"])
-    async with enrollment.store.transaction() as session:
-        row = await session.get(TpmActivation, begun.activation.id)
+    async with enrollment.store.transaction() as tx:
+        row = await repo.get(tx, TpmActivation, begun.activation.id)
     assert row.secret_sha256 == hashlib.sha256(secret).hexdigest() and secret not in (row.ak_public,)
     assert row.status == "pending" and row.identifier == EK_HASH and row.ek_hash == EK_HASH
 
@@ -137,8 +137,8 @@ async def test_an_activation_expires(enrollment, clock):
     clock.advance(timedelta(minutes=2))
     with pytest.raises(BadAttestationStatement, match="expired at 2026-11-01T12:02:00Z"):
         await service.answer("acct1", begun.activation.id, tpm_answer(begun))
-    async with enrollment.store.transaction() as session:
-        assert (await session.get(TpmActivation, begun.activation.id)).status == "invalid"
+    async with enrollment.store.transaction() as tx:
+        assert (await repo.get(tx, TpmActivation, begun.activation.id)).status == "invalid"
 
 
 async def test_an_activation_belongs_to_its_account(enrollment):

@@ -4,7 +4,6 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import ca.storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-import enroll.first_use  # noqa: F401
 import enroll.tables  # noqa: F401
 
 connection = context.config.attributes.get("connection")

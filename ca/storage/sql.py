@@ -1,0 +1,291 @@
+"""Statements straight to the database driver: sqlite3 on the event loop, or asyncpg.
+
+A request runs a few fixed statements. Through SQLAlchemy's ORM each one cost more CPU than
+the rest of the request: under load, 72 % of the server's CPU went to the ORM's per-statement
+work. So the store hands plain SQL to the driver instead. Statements are written once, with
+`?` placeholders; PostgreSQL gets them as `$1, $2, …`. SQLModel still declares the schema
+(`ca.storage.tables`), and Alembic still migrates it (`ca.storage.db`).
+
+Values cross in their Python types. `encode` maps them to what each driver stores for the
+SQLAlchemy column types of the schema, so rows written through either path read the same:
+- times are aware UTC datetimes, stored as naive UTC (SQLite: text such as
+  `2026-11-01 12:00:00.000000`, which sorts as time);
+- JSON values are stored as their text;
+- booleans are 0/1 on SQLite.
+
+SQLite: one connection, used synchronously on the event loop. A statement is a local function
+call of microseconds, and a transaction block never awaits anything that suspends, so blocks
+cannot interleave on the connection. A writing transaction takes the write lock up front
+(BEGIN IMMEDIATE), so it never fails on a stale read; a reading one (`read`) takes none, and in
+WAL mode nothing blocks it. Only the write lock may be busy, held by another process: an
+operator command, or another `acmeda serve` worker on the same file. The wait for it happens
+outside any transaction and yields to the event loop, so the other requests of this process
+go on meanwhile (SQLite's own busy handler would block the loop for a millisecond or more).
+WAL checkpoints, which copy committed pages into the database file and fsync it, run on a
+thread of their own (`_Checkpointer`), not inside whichever COMMIT crossed SQLite's threshold:
+requests never wait for an fsync.
+
+PostgreSQL: a pool of asyncpg connections. A reading block runs without BEGIN and COMMIT: under
+READ COMMITTED, the isolation the writing transactions use too, a transaction would give its
+statements no common snapshot anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, AsyncIterator, Protocol, Sequence
+
+import asyncpg
+
+WRITE_LOCK_TIMEOUT = 30.0  # seconds a transaction waits for another process's write lock
+CHECKPOINT_INTERVAL = 0.25  # seconds between two WAL checkpoints of the background thread
+# Another process holds the write lock for well under a millisecond; the event loop's timers
+# count whole milliseconds. So a refused transaction first only yields to the loop once, then
+# sleeps, doubling from 1 ms to 10 ms.
+_FIRST_SLEEP, _LONGEST_SLEEP = 0.001, 0.01
+
+
+class Conflict(Exception):
+    """A unique or primary-key constraint refused the statement (the row exists already)."""
+
+
+class Transaction(Protocol):
+    """One open transaction; committed when its block ends, rolled back if the block raises."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    async def one(self, sql: str, *args: Any) -> Sequence[Any] | None: ...
+    async def all(self, sql: str, *args: Any) -> list[Sequence[Any]]: ...
+    async def run(self, sql: str, *args: Any) -> int: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def transaction(self) -> Any: ...  # an async context manager yielding a Transaction
+    def read(self) -> Any: ...  # the same, for blocks that only read
+    async def close(self) -> None: ...
+
+
+# --- values ------------------------------------------------------------------------------------
+
+def _utc_naive(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("refusing to store a naive datetime")
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def encode_sqlite(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _utc_naive(value).isoformat(" ", "microseconds")
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value  # str, int, bool (an int to sqlite3), bytes, None
+
+
+def encode_postgres(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _utc_naive(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def decode_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc)
+
+
+def decode_json(value: Any) -> Any:
+    return None if value is None else json.loads(value)
+
+
+@lru_cache(maxsize=512)
+def postgres_sql(sql: str) -> str:
+    """`?` placeholders as asyncpg's `$1, $2, …` (the statements carry no `?` in literals)."""
+    counter = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
+
+
+# --- SQLite ------------------------------------------------------------------------------------
+
+class _SqliteTransaction:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def one(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        return self._conn.execute(sql, [encode_sqlite(a) for a in args]).fetchone()
+
+    async def all(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return self._conn.execute(sql, [encode_sqlite(a) for a in args]).fetchall()
+
+    async def run(self, sql: str, *args: Any) -> int:
+        try:
+            return self._conn.execute(sql, [encode_sqlite(a) for a in args]).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise Conflict(str(exc)) from None
+            raise
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SqliteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, write_lock_timeout: float = WRITE_LOCK_TIMEOUT) -> None:
+        # busy_timeout 0: a busy write lock raises at once and `_begin` retries without
+        # blocking the event loop. In WAL mode nothing else inside a transaction waits on it.
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=0",
+                       "wal_autocheckpoint=0"):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._lock = asyncio.Lock()  # a safety net: only contended if a block ever suspended
+        self._write_lock_timeout = write_lock_timeout
+        self._checkpointer = _Checkpointer(path)
+
+    def transaction(self):
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self):
+        return self._transaction("BEGIN DEFERRED")
+
+    @asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[_SqliteTransaction]:
+        started, delay = time.monotonic(), 0.0
+        while True:
+            async with self._lock:
+                if self._begin(begin, started):
+                    try:
+                        yield _SqliteTransaction(self._conn)
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    try:
+                        self._conn.execute("COMMIT")
+                    finally:
+                        if self._conn.in_transaction:  # COMMIT failed: leave the connection clean
+                            self._conn.execute("ROLLBACK")
+                    return
+            await asyncio.sleep(delay)  # the write lock is busy: no transaction is open here
+            delay = min(max(delay * 2, _FIRST_SLEEP), _LONGEST_SLEEP)
+
+    def _begin(self, begin: str, started: float) -> bool:
+        """True once the transaction is open; False while another process holds the write lock."""
+        try:
+            self._conn.execute(begin)
+            return True
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() - started >= self._write_lock_timeout:
+                raise
+            return False
+
+    async def close(self) -> None:
+        self._conn.close()
+        self._checkpointer.stop()
+
+
+class _Checkpointer:
+    """A thread that checkpoints the WAL every `CHECKPOINT_INTERVAL` seconds, on its own connection.
+
+    PASSIVE checkpoints wait for no one: they copy what no reader still needs and leave the rest
+    for the next round. Another process checkpointing at the same moment makes one of the two
+    skip a round. The last round runs when the database is closed.
+    """
+
+    def __init__(self, path: str, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self._checkpoint()
+        self._checkpoint()
+        self._conn.close()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+def _rowcount(status: str) -> int:
+    """asyncpg's command tag (`UPDATE 1`, `INSERT 0 1`, `DELETE 3`): the last number."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PostgresTransaction:
+    dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def one(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        return await self._conn.fetchrow(postgres_sql(sql), *[encode_postgres(a) for a in args])
+
+    async def all(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return await self._conn.fetch(postgres_sql(sql), *[encode_postgres(a) for a in args])
+
+    async def run(self, sql: str, *args: Any) -> int:
+        try:
+            return _rowcount(await self._conn.execute(postgres_sql(sql), *[encode_postgres(a) for a in args]))
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, pool_size: int = 10) -> "PostgresDatabase":
+        return cls(await asyncpg.create_pool(driver_url(url), min_size=1, max_size=pool_size))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PostgresTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[_PostgresTransaction]:
+        async with self._pool.acquire() as conn:
+            yield _PostgresTransaction(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def driver_url(url: str) -> str:
+    """A user-facing PostgreSQL URL as asyncpg takes it (`postgresql+asyncpg://` → `postgresql://`)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith(("postgresql", "postgres")) else url

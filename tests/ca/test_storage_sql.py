@@ -1,0 +1,205 @@
+"""The store without the ORM (`ca.storage.sql`, `ca.storage.records`), on SQLite and PostgreSQL.
+
+Rows must read the same whichever path wrote them: databases of earlier releases were written
+through SQLAlchemy with the schema's column types, and `acmeda db upgrade` still migrates
+through it. SQLite's write lock is taken here by a second connection, standing in for another
+process (an operator command, another worker) on the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert as sa_insert, select as sa_select
+
+from ca.storage import repository as repo, tables
+from ca.storage.db import is_sqlite_url, make_postgres_engine, make_sqlite_engine
+from ca.storage.records import Account, Order, Table
+from ca.storage.repository import Conflict, Store
+from ca.storage.sql import SqliteDatabase, postgres_sql
+
+NOW = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def _order(order_id: str, **changes) -> Order:
+    values = dict(id=order_id, account_id="acct", status="pending", identifiers=[{"type": "ip", "value": "127.0.0.1"}],
+                  profile="server", expires=NOW + timedelta(hours=1), created_at=NOW, csr=b"\x30\x00",
+                  error={"type": "urn:ietf:params:acme:error:malformed", "detail": "ü"})
+    return Order(**{**values, **changes})
+
+
+@pytest.fixture
+async def store(database_url):
+    store = await Store.open(database_url)
+    yield store
+    await store.close()
+
+
+async def test_a_record_round_trips_every_column_kind(store):
+    order_id = repo.new_id()
+    async with store.transaction() as tx:
+        await repo.insert(tx, _order(order_id))
+    async with store.read() as tx:
+        back = await repo.get(tx, Order, order_id)
+    assert back == _order(order_id)
+    assert back.expires.tzinfo is timezone.utc and back.not_before is None
+
+
+async def test_rows_read_the_same_whichever_path_wrote_them(store, database_url):
+    """SQLAlchemy (the previous releases, and migrations) and the driver path agree on storage."""
+    orm_written, driver_written = repo.new_id(), repo.new_id()
+    row = {"id": orm_written, "key_thumbprint": f"t-{orm_written}", "jwk": {"kty": "EC", "crv": "P-256"},
+           "status": "valid", "contact": ["mailto:a@example.org"], "tos_agreed": True, "created_at": NOW}
+    await _orm_execute(database_url, sa_insert(tables.Account.__table__).values(**row))
+    async with store.transaction() as tx:
+        await repo.insert(tx, Account(**{**row, "id": driver_written, "key_thumbprint": f"t-{driver_written}",
+                                         "tos_agreed": False}))
+    async with store.read() as tx:
+        assert await repo.get(tx, Account, orm_written) == Account(**row)
+    read_back = await _orm_execute(database_url, sa_select(tables.Account.__table__)
+                                   .where(tables.Account.__table__.c.id == driver_written))
+    assert read_back["contact"] == ["mailto:a@example.org"] and read_back["tos_agreed"] is False
+    assert read_back["created_at"].replace(tzinfo=timezone.utc) == NOW
+
+
+async def _orm_execute(url: str, statement):
+    if is_sqlite_url(url):
+        engine = make_sqlite_engine(url)
+        with engine.begin() as conn:
+            result = conn.execute(statement)
+            row = result.mappings().first() if result.returns_rows else None
+        engine.dispose()
+        return row
+    engine = make_postgres_engine(url, pool_size=1)
+    async with engine.begin() as conn:
+        result = await conn.execute(statement)
+        row = result.mappings().first() if result.returns_rows else None
+    await engine.dispose()
+    return row
+
+
+async def test_a_taken_key_is_a_conflict_and_the_transaction_rolls_back(store):
+    order_id, other = repo.new_id(), repo.new_id()
+    async with store.transaction() as tx:
+        await repo.insert(tx, _order(order_id))
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await repo.insert(tx, _order(other))
+            await repo.insert(tx, _order(order_id))
+    async with store.read() as tx:
+        assert await repo.get(tx, Order, other) is None, "the first insert of the failed transaction was rolled back"
+
+
+async def test_a_transition_moves_only_from_the_expected_states(store):
+    order_id = repo.new_id()
+    async with store.transaction() as tx:
+        await repo.insert(tx, _order(order_id))
+    async with store.transaction() as tx:
+        assert not await repo.transition(tx, Order, order_id, ["ready"], status="processing")
+        assert await repo.transition(tx, Order, order_id, ["pending", "ready"], status="invalid", error=None)
+    async with store.read() as tx:
+        back = await repo.get(tx, Order, order_id)
+    assert (back.status, back.error) == ("invalid", None)
+
+
+async def test_select_filters_orders_and_limits(store):
+    account = f"acct-{repo.new_id()}"
+    ids = sorted(repo.new_id() for _ in range(3))
+    async with store.transaction() as tx:
+        for order_id in ids:
+            await repo.insert(tx, _order(order_id, account_id=account))
+    async with store.read() as tx:
+        assert [o.id for o in await repo.orders_of_account(tx, account, after=None, limit=2)] == ids[:2]
+        assert [o.id for o in await repo.orders_of_account(tx, account, after=ids[0], limit=5)] == ids[1:]
+
+
+def test_a_record_that_does_not_match_its_table_is_refused():
+    @dataclass
+    class Partial:
+        id: str
+
+    with pytest.raises(TypeError, match="does not match table account"):
+        Table(Partial, tables.Account)
+
+
+def test_placeholders_become_numbered_for_postgresql():
+    assert postgres_sql("UPDATE t SET a = ? WHERE b = ? AND c IN (?, ?)") == "UPDATE t SET a = $1 WHERE b = $2 AND c IN ($3, $4)"
+
+
+# --- SQLite's write lock, held by another process ----------------------------------------------
+
+async def _sqlite_store(tmp_path: Path) -> Store:
+    return await Store.open(str(tmp_path / "acmeda.db"))
+
+
+async def test_a_writer_waits_for_another_process_without_blocking_the_event_loop(tmp_path):
+    store = await _sqlite_store(tmp_path)
+    other = sqlite3.connect(tmp_path / "acmeda.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other process holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    async def write() -> None:
+        async with store.transaction() as tx:
+            await repo.insert(tx, _order("waited"))
+
+    ticking = asyncio.create_task(ticker())
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0.2)
+    assert not writing.done(), "the write must wait while the other process holds the lock"
+    async with store.read() as tx:  # reads do not wait for writers
+        assert await repo.get(tx, Order, "waited") is None
+    other.execute("COMMIT")
+    await asyncio.wait_for(writing, 2)
+    ticking.cancel()
+    assert ticks > 50, f"the event loop ran only {ticks} times while the write waited"
+    async with store.read() as tx:
+        assert (await repo.get(tx, Order, "waited")) is not None
+    other.close()
+    await store.close()
+
+
+async def test_a_writer_gives_up_after_the_lock_timeout_with_the_database_usable(tmp_path):
+    await (await _sqlite_store(tmp_path)).close()  # the schema
+    database = SqliteDatabase(str(tmp_path / "acmeda.db"), write_lock_timeout=0.1)
+    other = sqlite3.connect(tmp_path / "acmeda.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        async with database.transaction() as tx:
+            await tx.run("DELETE FROM used_nonce")
+    other.execute("ROLLBACK")
+    async with database.transaction() as tx:
+        assert await tx.run("DELETE FROM used_nonce") == 0
+    other.close()
+    await database.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_request_path(tmp_path):
+    """Committed pages reach the database file by the background thread, never by a request's COMMIT."""
+    store = await _sqlite_store(tmp_path)
+    main_file = tmp_path / "acmeda.db"
+    before = main_file.stat().st_size
+    async with store.transaction() as tx:
+        assert await tx.one("PRAGMA wal_autocheckpoint") == (0,)
+        for _ in range(300):
+            await repo.insert(tx, _order(repo.new_id()))
+    assert main_file.stat().st_size == before, "the COMMIT itself must not have checkpointed"
+    for _ in range(100):  # the thread checkpoints every CHECKPOINT_INTERVAL
+        await asyncio.sleep(0.05)
+        if main_file.stat().st_size > before:
+            break
+    assert main_file.stat().st_size > before, "the background thread did not checkpoint"
+    await store.close()
+    wal = tmp_path / "acmeda.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "closing folds the rest of the WAL into the database"
+    assert sqlite3.connect(main_file).execute("SELECT count(*) FROM acme_order").fetchone() == (300,)
