@@ -401,7 +401,8 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         *ratio_table(results),
         "",
         "Server CPU % and load client CPU % are the processes' user + system CPU time over the timed run "
-        "divided by its wall time (100 % = one core fully busy; Pebble can use both cores, acmeda's event loop one). "
+        "divided by its wall time (100 % = one core fully busy; both servers can use both cores: Pebble's goroutines, "
+        "acmeda's worker processes, whose CPU is counted with the parent's). "
         "Rest of machine CPU % is all other busy CPU time in the same window (/proc/stat): the PostgreSQL server "
         "processes in the acmeda-postgresql rows, and otherwise other work on the machine; more than a few percent "
         f"in a SQLite or Pebble row means that run shared the {info['nproc']} CPUs with something else.",
@@ -448,7 +449,8 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         f"is repeated with a fresh Pebble, up to {args.pebble_retries} times, and listed under \"Repeated runs\". "
         "acmeda runs are never repeated.",
         "- **Storage.** acmeda commits every state change to its database (SQLite in WAL mode by default; PostgreSQL "
-        "where the table says `acmeda-postgresql`) before it answers. Pebble keeps everything in memory.",
+        "where the table says `acmeda-postgresql`) before it answers, nonce redemptions included, so the workers "
+        "share SQLite's one write lock. Pebble keeps everything in memory.",
         "- **Issuance.** acmeda signs the certificate inside the finalize request and answers `valid`; Pebble answers "
         "`processing` and issues in the background, so the client polls once more (7 requests per issuance "
         "against acmeda's 6). At concurrency 1 both servers are idle most of the time and latency is mostly the "
@@ -457,9 +459,9 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         "- **TLS.** Both serve HTTPS on 127.0.0.1 with ECDSA P-256 certificates (acmeda from its own root; Pebble "
         "from a throwaway CA the bench creates, since the Debian package ships no test certificate). The client keeps "
         "connections alive, so handshakes are outside the timed work for both.",
-        "- **Runtime.** acmeda is one Python process: request handling runs on one event loop, i.e. one core (plus "
-        "database driver threads where the driver uses them). Pebble is Go and uses both cores. The load client is Python too and shares the "
-        "same cores; at high Pebble throughput its CPU share is in the table, so Pebble's numbers are a lower bound.",
+        "- **Runtime.** acmeda runs one worker process per CPU (its default, `--workers 0`), each with its own event "
+        "loop and SQLite connection, behind one port (SO_REUSEPORT); Pebble is Go and uses both cores. The load client "
+        "is Python too and shares the same two cores, so the servers get what it leaves; its CPU share is in the table.",
         "- acmeda runs with its defaults (log level info; order rate limit 3000 per account per hour, above what a "
         "run creates). Pebble logs every request to its log file, as it does by default.",
         "",

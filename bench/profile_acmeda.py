@@ -4,20 +4,29 @@
                                    [--py-spy] [--json OUT]
 
 Starts acmeda in a child process with timers attached from the outside (nothing under ca/
-is changed: the child wraps a few functions and adds SQLAlchemy event listeners before it
-calls `ca.cli.main`), drives it with `bench/load.py`, stops it, and prints:
+is changed: the child wraps a few functions and methods before it calls `ca.cli.main`), with
+`--workers 1` so that every request runs in that one instrumented process. It drives it with
+`bench/load.py`, stops it, and prints:
 
 - per ACME request kind: count, mean and p50 wall time inside the app (middleware to
   response), mean main-thread CPU (exact at concurrency 1; with concurrency it includes
-  interleaved work of other requests), database transactions and statements per request;
-- per database transaction: wall time and main-thread CPU of the whole `Store.transaction` block;
+  interleaved work of other requests), writing and reading database transactions and
+  statements per request;
+- per database transaction, writing (`Store.transaction`) and reading (`Store.read`) apart:
+  wall time and main-thread CPU of the whole block, and of its entry (SQLite: the connection's
+  lock and BEGIN, with any wait for another process's write lock; PostgreSQL: pool acquire,
+  and BEGIN for a writing one) and its exit (SQLite: COMMIT; PostgreSQL: COMMIT for a writing
+  one, and the connection's release to the pool);
 - per instrumented step: count and total/mean wall time (JWS parse, signature
   verification, account lookup, nonce redemption, CSR checks, certificate signing, the
   http-01 fetch, the whole background validation);
-- per SQL statement kind (BEGIN IMMEDIATE, SELECT/INSERT/UPDATE by table, COMMIT): count and
-  total/mean wall time as the event loop sees it (queueing for the aiosqlite thread and
-  SQLite lock waits included);
-- the server's CPU time per issuance, split by thread (event loop vs database threads);
+- per SQL statement kind (SQLite BEGIN IMMEDIATE/DEFERRED, SELECT/INSERT/UPDATE/DELETE by
+  table, COMMIT): count and total/mean wall time of the store's driver-level calls
+  (`one`/`all`/`run` of `ca.storage.sql`'s transaction classes). On SQLite a statement is a
+  synchronous call on the event loop, so this is its own time; on PostgreSQL it is the
+  round trip to the server as the event loop sees it;
+- the server's CPU time per issuance, split by thread (event loop vs other threads: the
+  SQLite WAL checkpointer, executors);
 - with --py-spy (py-spy must be installed in the venv): a sampling profile of the CPU
   (GIL-holding samples only) grouped into categories.
 
@@ -95,48 +104,65 @@ _ROUTE_NAMES = {
 }
 
 
+_TABLE_AFTER = {"SELECT": "FROM", "DELETE": "FROM", "INSERT": "INTO", "UPDATE": "UPDATE"}
+
+
+@functools.lru_cache(maxsize=1024)  # the store's statements are a few fixed strings
 def _sql_kind(statement: str) -> str:
+    """`SELECT acme_order`, `INSERT used_nonce`, `BEGIN IMMEDIATE`, …: the verb and the table.
+
+    Table names may be quoted (`"acme_order"`), and so may column names before them."""
     text = " ".join(statement.split())
     upper = text.upper()
-    if upper.startswith("BEGIN"):
+    if upper.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
         return text
     verb = upper.split(" ", 1)[0]
-    match = re.search(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", text, re.I)
+    keyword = _TABLE_AFTER.get(verb, r"(?:FROM|INTO|UPDATE)")
+    # The keyword as a word of its own (not inside a quoted column name), then the table name.
+    match = re.search(rf'(?<![\w"]){keyword}\s+"?(\w+)"?', text, re.I)
     return f"{verb} {match.group(1) if match else ''}".strip()
 
 
-def _instrument_engine(engine) -> None:
-    from sqlalchemy import event
+def _timed_statement(fn):
+    """Wrap `one`/`all`/`run` of a store transaction class: time each statement by its kind."""
+    @functools.wraps(fn)
+    async def wrapper(self, sql, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await fn(self, sql, *args, **kwargs)
+        finally:
+            TIMERS.add("sql " + _sql_kind(sql), time.perf_counter() - started)
+            TIMERS.count("statements")
+    return wrapper
 
-    sync_engine = getattr(engine, "sync_engine", engine)  # AsyncEngine or Engine
-    if getattr(sync_engine, "_bench_instrumented", False):
+
+def _wrap_statements(owner) -> None:
+    for attr in ("one", "all", "run"):
+        fn = getattr(owner, attr, None)
+        if fn is None or not inspect.iscoroutinefunction(fn):
+            _MISSING.append(f"{owner.__name__}.{attr}")
+            continue
+        setattr(owner, attr, _timed_statement(fn))
+
+
+def _wrap_sqlite_begin(database_class) -> None:
+    """Time SQLite's BEGIN (`SqliteDatabase._begin(begin, started)`: True once the transaction is open)."""
+    original = getattr(database_class, "_begin", None)
+    if original is None or inspect.iscoroutinefunction(original):
+        _MISSING.append(f"{database_class.__name__}._begin")
         return
-    sync_engine._bench_instrumented = True
 
-    @event.listens_for(sync_engine, "before_cursor_execute")
-    def _before(conn, cursor, statement, parameters, context, executemany):
-        conn.info.setdefault("bench_started", []).append(time.perf_counter())
-
-    @event.listens_for(sync_engine, "after_cursor_execute")
-    def _after(conn, cursor, statement, parameters, context, executemany):
-        started = conn.info["bench_started"].pop()
-        TIMERS.add("sql " + _sql_kind(statement), time.perf_counter() - started)
-        TIMERS.count("statements")
-
-    dialect = sync_engine.dialect
-    # COMMIT; ROLLBACK is also what the pool runs when a connection is returned ("reset on return");
-    # PING is pool_pre_ping's check on every checkout (PostgreSQL).
-    for method, name in (("do_commit", "sql COMMIT"), ("do_rollback", "sql ROLLBACK (incl. pool reset)"),
-                         ("do_ping", "sql PING (pool_pre_ping)")):
-        original = getattr(dialect, method)
-
-        def timed(dbapi_connection, _original=original, _name=name):
-            started = time.perf_counter()
-            try:
-                return _original(dbapi_connection)
-            finally:
-                TIMERS.add(_name, time.perf_counter() - started)
-        setattr(dialect, method, timed)
+    @functools.wraps(original)
+    def _begin(self, begin, *args, **kwargs):
+        started = time.perf_counter()
+        opened = False
+        try:
+            opened = original(self, begin, *args, **kwargs)
+            return opened
+        finally:
+            suffix = "" if opened else " (refused: write lock busy, retried)"
+            TIMERS.add(f"sql {_sql_kind(str(begin))}{suffix}", time.perf_counter() - started)
+    database_class._begin = _begin
 
 
 def _thread_cpu() -> dict[int, tuple[str, float]]:
@@ -150,44 +176,51 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         tid = int(task.name)
-        name = "event loop (main thread)" if tid == main_tid else "other threads (database driver, executor)"
+        name = "event loop (main thread)" if tid == main_tid else "other threads (SQLite WAL checkpointer, executors)"
         out[tid] = (name, (int(fields[11]) + int(fields[12])) / ticks)
     return out
 
 
 class _TimedContext:
-    """Wraps a transaction context manager (async or sync) to count and time it."""
+    """Wraps a store block (`Store.transaction` or `Store.read`, async context managers) to count and time it.
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
+    Besides the whole block it times the entry (SQLite: the connection's lock, BEGIN, any wait
+    for another process's write lock; PostgreSQL: pool acquire, and BEGIN for a writing block)
+    and the exit (SQLite: COMMIT, or ROLLBACK if the block raised; PostgreSQL: COMMIT or
+    ROLLBACK for a writing block, and the release to the pool)."""
 
-    def _start(self) -> None:
-        TIMERS.count("transactions")
-        self.started, self.cpu = time.perf_counter(), time.thread_time()
-
-    def _stop(self) -> None:
-        TIMERS.add("txn wall (whole block, commit included)", time.perf_counter() - self.started)
-        TIMERS.add("txn main-thread CPU (whole block)", time.thread_time() - self.cpu)
+    def __init__(self, inner, kind: str, sqlite: bool) -> None:
+        self.inner, self.kind, self.sqlite = inner, kind, sqlite
 
     async def __aenter__(self):
-        self._start()
-        return await self.inner.__aenter__()
+        TIMERS.count(f"transactions {self.kind}")
+        self.started, self.cpu = time.perf_counter(), time.thread_time()
+        try:
+            return await self.inner.__aenter__()
+        finally:
+            self.entered = time.perf_counter()
+            TIMERS.add(f"txn {self.kind} enter ({self._enter_label()})", self.entered - self.started)
 
     async def __aexit__(self, *exc):
+        exiting = time.perf_counter()
         try:
             return await self.inner.__aexit__(*exc)
         finally:
-            self._stop()
+            now = time.perf_counter()
+            TIMERS.add(f"txn {self.kind} exit ({self._exit_label(exc[0] is not None)})", now - exiting)
+            TIMERS.add(f"txn {self.kind} wall (whole block)", now - self.started)
+            TIMERS.add(f"txn {self.kind} main-thread CPU (whole block)", time.thread_time() - self.cpu)
 
-    def __enter__(self):
-        self._start()
-        return self.inner.__enter__()
+    def _enter_label(self) -> str:
+        if self.sqlite:
+            return "lock + BEGIN " + ("IMMEDIATE" if self.kind == "write" else "DEFERRED")
+        return "pool acquire + BEGIN" if self.kind == "write" else "pool acquire"
 
-    def __exit__(self, *exc):
-        try:
-            return self.inner.__exit__(*exc)
-        finally:
-            self._stop()
+    def _exit_label(self, raised: bool) -> str:
+        end = "ROLLBACK" if raised else "COMMIT"
+        if self.sqlite:
+            return end
+        return f"{end} + pool release" if self.kind == "write" else "pool release" + (" after error" if raised else "")
 
 
 _MISSING: list[str] = []
@@ -201,22 +234,6 @@ def _wrap(owner, attr: str, name: str) -> None:
         return
     wrapper = _timed_async(name, fn) if inspect.iscoroutinefunction(fn) else _timed_sync(name, fn)
     setattr(owner, attr, wrapper)
-
-
-def _wrap_engine_factories(*modules) -> None:
-    """Attach the SQL timers to every engine acmeda creates, whatever the factory is called."""
-    for module in modules:
-        for attr in ("make_engine", "make_sqlite_engine", "make_postgres_engine", "create_engine", "create_async_engine"):
-            original = getattr(module, attr, None)
-            if original is None or getattr(original, "_bench_wrapped", False):
-                continue
-
-            def factory(*args, _original=original, **kwargs):
-                engine = _original(*args, **kwargs)
-                _instrument_engine(engine)
-                return engine
-            factory._bench_wrapped = True  # type: ignore[attr-defined]
-            setattr(module, attr, factory)
 
 
 def child_main(argv: list[str]) -> int:
@@ -233,7 +250,7 @@ def child_main(argv: list[str]) -> int:
 
     modules = {}
     for name in ("ca.app", "ca.auth", "ca.certificates", "ca.jws", "ca.validation", "ca.orders", "ca.nonces",
-                 "ca.issuance", "ca.challenges.http01", "ca.storage.db", "ca.storage.repository"):
+                 "ca.issuance", "ca.challenges.http01", "ca.storage.sql", "ca.storage.repository"):
         try:
             modules[name] = importlib.import_module(name)
         except ImportError as exc:
@@ -242,16 +259,28 @@ def child_main(argv: list[str]) -> int:
     def mod(name):
         return modules.get(name)
 
-    _wrap_engine_factories(*(m for m in (mod("ca.app"), mod("ca.storage.db"), mod("ca.storage.repository")) if m))
-    store_class = getattr(mod("ca.storage.repository"), "Store", None)
-    if store_class is not None and hasattr(store_class, "transaction"):
-        original_transaction = store_class.transaction
-
-        def transaction(self, *args, **kwargs):
-            return _TimedContext(original_transaction(self, *args, **kwargs))
-        store_class.transaction = transaction
+    sql = mod("ca.storage.sql")
+    for cls in ("_SqliteTransaction", "_PostgresTransaction"):
+        owner = getattr(sql, cls, None)
+        if owner is None:
+            _MISSING.append(f"ca.storage.sql.{cls}")
+        else:
+            _wrap_statements(owner)
+    sqlite_database = getattr(sql, "SqliteDatabase", None)
+    if sqlite_database is None:
+        _MISSING.append("ca.storage.sql.SqliteDatabase")
     else:
-        _MISSING.append("Store.transaction")
+        _wrap_sqlite_begin(sqlite_database)
+    store_class = getattr(mod("ca.storage.repository"), "Store", None)
+    for attr, kind in (("transaction", "write"), ("read", "read")):
+        original = getattr(store_class, attr, None)
+        if original is None:
+            _MISSING.append(f"Store.{attr}")
+            continue
+
+        def block(self, *args, _original=original, _kind=kind, **kwargs):
+            return _TimedContext(_original(self, *args, **kwargs), _kind, bool(getattr(self, "is_sqlite", True)))
+        setattr(store_class, attr, functools.wraps(original)(block))
 
     @web.middleware
     async def timing(request, handler):
@@ -270,13 +299,22 @@ def child_main(argv: list[str]) -> int:
             TIMERS.add("cpu " + name, time.thread_time() - cpu)
             ROUTE.reset(token)
 
-    original_build_app = ca.cli.build_app
+    # `ca.cli` imports `build_app` from `ca.app` when a worker starts (older versions at import time).
+    patched = False
+    for owner in (mod("ca.app"), ca.cli):
+        original_build_app = getattr(owner, "build_app", None)
+        if original_build_app is None:
+            continue
 
-    def build_app(*args, **kwargs):
-        app = original_build_app(*args, **kwargs)
-        app.middlewares.insert(0, timing)
-        return app
-    ca.cli.build_app = build_app
+        def build_app(*args, _original=original_build_app, **kwargs):
+            app = _original(*args, **kwargs)
+            if timing not in app.middlewares:
+                app.middlewares.insert(0, timing)
+            return app
+        owner.build_app = build_app
+        patched = True
+    if not patched:
+        _MISSING.append("ca.app.build_app (no per-request timers)")
 
     for module, attr, name in (
         ("ca.jws", "parse_jws", "step JWS parse"),
@@ -362,7 +400,9 @@ _STEPS = [  # whole steps: a sample anywhere inside one of these functions belon
     ("JWK/JWS parsing (josepy, json)", ("parse_jws (", "JWK.from_json", "parse_account_key", "thumbprint")),
 ]
 _OWNERS = [  # otherwise the innermost frame from one of these decides
-    ("SQLAlchemy ORM/Core + DB driver", ("sqlalchemy/", "aiosqlite/", "asyncpg/", "sqlmodel/", "sqlite3/")),
+    ("store (acmeda storage + sqlite3/asyncpg drivers)", ("ca/storage/", "sqlite3/", "asyncpg/")),
+    ("SQLAlchemy/SQLModel (migrations only; ~0 on the request path)", ("sqlalchemy/", "sqlmodel/", "aiosqlite/",
+                                                                       "alembic/")),
     ("TLS (ssl)", ("sslproto.py", "/ssl.py")),
     ("aiohttp server (parse, dispatch, write)", ("aiohttp/",)),
     ("acmeda code (handlers, flows, JSON)", ("ca/", "json/")),
@@ -380,8 +420,6 @@ def _categorise(stack: str) -> str:
     for name, needles in _STEPS:
         if any(n in joined for n in needles):
             return name
-    if "_connection_worker_thread" in joined:
-        return "SQLAlchemy ORM/Core + DB driver"
     for frame in reversed(frames):
         for name, needles in _OWNERS:
             if any(n in frame for n in needles):
@@ -417,8 +455,10 @@ def run_profile(args: argparse.Namespace) -> tuple[str, dict]:
     tmp = Path(tempfile.mkdtemp(prefix="acmeda-profile-"))
     port, http01 = _free_port(), _free_port()
     report_path = tmp / "report.json"
-    serve_args = ["--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{port}", "--http01-port", str(http01),
-                  "--dns-resolvers", f"127.0.0.1:{_free_port()}", "--log-level", "warning"]
+    # One worker process: the instrumented code runs, and is read, in the child itself (more workers
+    # would be forked copies whose timers the report never sees).
+    serve_args = ["--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{port}", "--workers", "1",
+                  "--http01-port", str(http01), "--dns-resolvers", f"127.0.0.1:{_free_port()}", "--log-level", "warning"]
     fresh_db = None
     if args.database_url:
         from issuance import create_database  # bench/issuance.py: a fresh database on that server
@@ -494,7 +534,7 @@ def run_profile(args: argparse.Namespace) -> tuple[str, dict]:
                + f"; total {sum(cpu.values()) / done * 1000:.1f} ms")
     out.append("")
     out.append(f"{'request kind':28} {'count':>6} {'per iss.':>8} {'mean ms':>8} {'p50 ms':>8} {'CPU ms':>8} "
-               f"{'txns/req':>8} {'stmts/req':>9}")
+               f"{'wtxn/req':>8} {'rtxn/req':>8} {'stmts/req':>9}")
     timers = data["timers"]
     per_request = data["per_request"]
     for name, values in sorted(timers.items()):
@@ -505,16 +545,20 @@ def run_profile(args: argparse.Namespace) -> tuple[str, dict]:
         counts = per_request.get(kind, {})
         cpu_mean = _stats(timers.get("cpu " + kind, [0.0]))[2]
         out.append(f"{kind:28} {n:6d} {n / done:8.2f} {mean * 1000:8.2f} {p50 * 1000:8.2f} {cpu_mean * 1000:8.2f} "
-                   f"{counts.get('transactions', 0) / n:8.2f} {counts.get('statements', 0) / n:9.2f}")
+                   f"{counts.get('transactions write', 0) / n:8.2f} {counts.get('transactions read', 0) / n:8.2f} "
+                   f"{counts.get('statements', 0) / n:9.2f}")
     background = per_request.get("validation (background)", {})
     out.append(f"{'validation (background)':28} {'':6} {'':8} {'':8} {'':8} {'':8} "
-               f"{background.get('transactions', 0) / done:8.2f} {background.get('statements', 0) / done:9.2f}  (per issuance)")
+               f"{background.get('transactions write', 0) / done:8.2f} "
+               f"{background.get('transactions read', 0) / done:8.2f} "
+               f"{background.get('statements', 0) / done:9.2f}  (per issuance)")
     out.append("")
-    out.append(f"{'step':52} {'count':>6} {'per iss.':>8} {'total s':>8} {'mean ms':>8} {'ms/iss.':>8}")
+    out.append(f"{'step / transaction / SQL statement':60} {'count':>6} {'per iss.':>8} {'total s':>8} {'mean ms':>8} "
+               f"{'ms/iss.':>8}")
     for prefix in ("step ", "txn ", "sql "):
         rows = [(name, *_stats(values)) for name, values in timers.items() if name.startswith(prefix)]
         for name, n, total, mean, _p50 in sorted(rows, key=lambda r: -r[2]):
-            out.append(f"{name:52} {n:6d} {n / done:8.2f} {total:8.2f} {mean * 1000:8.2f} {total / done * 1000:8.2f}")
+            out.append(f"{name:60} {n:6d} {n / done:8.2f} {total:8.2f} {mean * 1000:8.2f} {total / done * 1000:8.2f}")
         out.append("")
     if args.py_spy and (tmp / "py-spy.txt").exists():
         categories, own = _py_spy_summary(tmp / "py-spy.txt")

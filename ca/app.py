@@ -140,4 +140,5 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+    await services.validators.close()
     await services.store.close()

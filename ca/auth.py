@@ -9,6 +9,7 @@ cost no database write.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -16,7 +17,7 @@ import josepy as jose
 
 from ca import jws
 from ca.links import Links
-from ca.problems import AccountDoesNotExist, BadNonce, Malformed, Unauthorized
+from ca.problems import AccountDoesNotExist, AcmeProblem, BadNonce, Malformed, Unauthorized
 from ca.services import Services
 from ca.storage import repository as repo
 from ca.storage.records import Account
@@ -62,46 +63,105 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
         raise Malformed("this request must be signed by an account (kid), not an embedded jwk")
     if has_kid and mode is AuthMode.JWK:
         raise Malformed("this request must carry the public key (jwk), not a kid")
-    account: Account | None = None
     if has_jwk:
         jwk = jws.parse_account_key(header["jwk"])
-    else:
+        jws.verify_signature(parsed, jwk, alg)
+        async with services.store.transaction() as tx:
+            await _redeem(tx, nonce, expires)
+        return AuthenticatedRequest(parsed, url, jwk, None)
+    account = await _authenticate_kid(services, _account_id(links, header["kid"]), parsed, alg, nonce, expires)
+    return AuthenticatedRequest(parsed, url, account_key(account), account)
+
+
+async def _authenticate_kid(services: Services, account_id: str, parsed: jws.ParsedJWS, alg: jose.JWASignature,
+                            nonce: str, expires: datetime) -> Account:
+    """Verify with the account's key, then redeem the nonce in one transaction that also finds the
+    account valid and still holding that key.
+
+    The signature is checked outside the transaction, so the write lock is held only for the
+    statements. The key comes from what this process last saw of the account; if that key is
+    not the account's any more (a key change, here or on another replica), the account is read
+    afresh and the signature checked again with its current key.
+    """
+    thumbprint = _LAST_THUMBPRINT.get(account_id)
+    if thumbprint is None or not _signed_by(parsed, _PARSED_KEYS.get(thumbprint), alg):
         async with services.store.read() as tx:
-            account = await _account_for_kid(tx, links, header["kid"])
-        jwk = _account_key(account)
-    # Verified before the nonce is redeemed, and outside the transaction that redeems it: the
-    # write is one statement, so the database's write lock is held for as short as it can be.
-    jws.verify_signature(parsed, jwk, alg)
+            thumbprint = _remember(await _valid_account(tx, account_id))
+        jws.verify_signature(parsed, _PARSED_KEYS[thumbprint], alg)
     async with services.store.transaction() as tx:
-        if not await repo.redeem_nonce(tx, nonce, expires):
-            raise BadNonce("nonce has already been used")
-    return AuthenticatedRequest(parsed, url, jwk, account)
+        account = await _valid_account(tx, account_id)
+        if account.key_thumbprint == thumbprint:
+            await _redeem(tx, nonce, expires)
+            return account
+    # The key changed since it was read: the request must verify with the account's key as it is now.
+    async with services.store.read() as tx:
+        thumbprint = _remember(await _valid_account(tx, account_id))
+    jws.verify_signature(parsed, _PARSED_KEYS[thumbprint], alg)
+    async with services.store.transaction() as tx:
+        account = await _valid_account(tx, account_id)
+        if account.key_thumbprint != thumbprint:
+            raise Unauthorized("the account key changed while the request was checked; sign it again with the current key")
+        await _redeem(tx, nonce, expires)
+    return account
+
+
+def _signed_by(parsed: jws.ParsedJWS, jwk: jose.JWK | None, alg: jose.JWASignature) -> bool:
+    if jwk is None:
+        return False
+    try:
+        jws.verify_signature(parsed, jwk, alg)
+    except AcmeProblem:
+        return False
+    return True
+
+
+async def _redeem(tx: repo.Transaction, nonce: str, expires: datetime) -> None:
+    if not await repo.redeem_nonce(tx, nonce, expires):
+        raise BadNonce("nonce has already been used")
 
 
 _PARSED_KEYS: dict[str, jose.JWK] = {}
 _MAX_PARSED_KEYS = 4096
 
 
-def _account_key(account: Account) -> jose.JWK:
+_LAST_THUMBPRINT: dict[str, str] = {}  # account id -> thumbprint of the key last read for it
+
+
+def account_key(account: Account) -> jose.JWK:
     """The account's parsed key, parsed once: a thumbprint (RFC 7638) names exactly one public
     key, so it is the cache key; a key change stores a new thumbprint."""
-    key = _PARSED_KEYS.get(account.key_thumbprint)
-    if key is None:
-        if len(_PARSED_KEYS) >= _MAX_PARSED_KEYS:
-            _PARSED_KEYS.pop(next(iter(_PARSED_KEYS)))  # the oldest entry
-        key = _PARSED_KEYS[account.key_thumbprint] = jose.JWK.from_json(account.jwk)
-    return key
+    return _PARSED_KEYS[_remember(account)]
 
 
-async def _account_for_kid(tx: repo.Transaction, links: Links, kid: Any) -> Account:
+def _remember(account: Account) -> str:
+    """Keep the account's parsed key and which key the account had; returns its thumbprint."""
+    thumbprint = account.key_thumbprint
+    if thumbprint not in _PARSED_KEYS:
+        _bounded(_PARSED_KEYS)[thumbprint] = jose.JWK.from_json(account.jwk)
+    if _LAST_THUMBPRINT.get(account.id) != thumbprint:
+        _bounded(_LAST_THUMBPRINT)[account.id] = thumbprint
+    return thumbprint
+
+
+def _bounded(cache: dict) -> dict:
+    if len(cache) >= _MAX_PARSED_KEYS:
+        cache.pop(next(iter(cache)))  # the oldest entry
+    return cache
+
+
+def _account_id(links: Links, kid: Any) -> str:
     if not isinstance(kid, str):
         raise Malformed("kid must be a string")
     account_id = links.account_id_from_url(kid)
     if account_id is None:
         raise AccountDoesNotExist(f"kid {kid!r} is not an account URL of this server")
+    return account_id
+
+
+async def _valid_account(tx: repo.Transaction, account_id: str) -> Account:
     account = await repo.get(tx, Account, account_id)
     if account is None:
-        raise AccountDoesNotExist(f"account {kid} does not exist")
+        raise AccountDoesNotExist(f"account {account_id} does not exist")
     if account.status != "valid":
         raise Unauthorized(f"account is {account.status}")
     return account

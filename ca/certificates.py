@@ -22,7 +22,7 @@ import josepy as jose
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.auth import AuthenticatedRequest
+from ca.auth import AuthenticatedRequest, account_key
 from ca.challenges.device_attest import csr_key_matches_evidence
 from ca.csr import check_csr
 from ca.evidence_json import evidence_from_json
@@ -50,7 +50,7 @@ def spki_der(public_key) -> bytes:
 
 
 def account_public_key(account: Account):
-    key = jose.JWK.from_json(account.jwk).key
+    key = account_key(account).key
     return getattr(key, "_wrapped", key)
 
 

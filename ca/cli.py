@@ -197,9 +197,8 @@ def _serve(config: config_mod.Config) -> int:
     print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
     ready = lambda: print("acmeda: ready", flush=True)  # noqa: E731
     if count == 1:
-        return workers.run_loop(_serve_worker(config, tls_files, sockets[0], ready))
-    return workers.serve(sockets, lambda own, report: workers.run_loop(_serve_worker(config, tls_files, own, report)),
-                         ready)
+        return asyncio.run(_serve_worker(config, tls_files, sockets[0], ready))
+    return workers.serve(sockets, lambda own, report: asyncio.run(_serve_worker(config, tls_files, own, report)), ready)
 
 
 async def _first_start(config: config_mod.Config) -> tuple[Path, Path] | None:

@@ -10,7 +10,6 @@ lookup, so the table only ever holds nonces younger than that and is pruned by a
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
@@ -83,4 +82,4 @@ class NonceService:
         return expires
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_LEN]
+        return hmac.digest(self._key, body, "sha256")[:_MAC_LEN]

@@ -15,7 +15,6 @@ module knows nothing of ACME: it runs the `Worker` callable it is given.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -25,23 +24,12 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Callable, Coroutine, Sequence
+from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 Worker = Callable[[Sequence[socket.socket], Callable[[], None]], int]  # (sockets, report_ready) -> exit code
 START_TIMEOUT = 120.0
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-
-
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run a worker's coroutine on uvloop (libuv, where the sockets and TLS of a busy server cost
-    less CPU than on asyncio's own loop); on a platform without uvloop, on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:  # Windows: uvloop is not made for it (a pyproject.toml marker leaves it out)
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 def default_count() -> int:

@@ -47,6 +47,13 @@ class Validators:
         """`challenge_types_for(identifier)` without the disabled types."""
         return tuple(t for t in challenge_types_for(identifier) if t in self._by_type)
 
+    async def close(self) -> None:
+        """Release what the validators hold open (HTTP clients)."""
+        for validator in self._by_type.values():
+            close = getattr(validator, "close", None)
+            if close is not None:
+                await close()
+
     def validator_for(self, kind: ChallengeType | str) -> Validator:
         """The validator of a challenge type; `Malformed` if the type is unknown or disabled."""
         try:

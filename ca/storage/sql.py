@@ -47,10 +47,10 @@ import asyncpg
 
 WRITE_LOCK_TIMEOUT = 30.0  # seconds a transaction waits for another process's write lock
 CHECKPOINT_INTERVAL = 0.25  # seconds between two WAL checkpoints of the background thread
-# Another process holds the write lock for well under a millisecond; the event loop's timers
-# count whole milliseconds. So a refused transaction first only yields to the loop once, then
-# sleeps, doubling from 1 ms to 10 ms.
-_FIRST_SLEEP, _LONGEST_SLEEP = 0.001, 0.01
+# Another process holds the write lock for a fraction of a millisecond (longer only when the OS
+# preempts it), and the event loop's timers count whole milliseconds. So a refused transaction
+# first only yields to the loop once, then tries again every millisecond.
+_RETRY_SLEEP = 0.001
 
 
 class Conflict(Exception):
@@ -77,14 +77,19 @@ class Database(Protocol):
 
 # --- values ------------------------------------------------------------------------------------
 
+_UTC = timezone.utc
+
+
 def _utc_naive(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("refusing to store a naive datetime")
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(_UTC).replace(tzinfo=None)
 
 
 def encode_sqlite(value: Any) -> Any:
     if isinstance(value, datetime):
+        if value.tzinfo is _UTC:  # the common case, without the conversions: "… 12:00:00.000000+00:00"
+            return value.isoformat(" ", "microseconds")[:-6]
         return _utc_naive(value).isoformat(" ", "microseconds")
     if isinstance(value, (dict, list)):
         return json.dumps(value)
@@ -103,8 +108,8 @@ def decode_time(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(value + "+00:00")  # stored as naive UTC
+    return value.replace(tzinfo=_UTC)
 
 
 def decode_json(value: Any) -> Any:
@@ -183,7 +188,7 @@ class SqliteDatabase:
                             self._conn.execute("ROLLBACK")
                     return
             await asyncio.sleep(delay)  # the write lock is busy: no transaction is open here
-            delay = min(max(delay * 2, _FIRST_SLEEP), _LONGEST_SLEEP)
+            delay = _RETRY_SLEEP
 
     def _begin(self, begin: str, started: float) -> bool:
         """True once the transaction is open; False while another process holds the write lock."""

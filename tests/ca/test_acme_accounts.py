@@ -111,6 +111,22 @@ async def test_key_change(acme):
     await problem(await acme.get(acme.kid), "malformed", 400)  # old key no longer verifies
 
 
+async def test_right_after_a_key_change_the_old_key_is_refused_and_consumes_no_nonce(acme):
+    """The server remembers the key it last verified an account's requests with; a request signed
+    with that key after a key change must still be refused, and must not use up its nonce."""
+    await acme.new_account()
+    assert (await acme.get(acme.kid)).status == 200  # the server has now seen the old key at work
+    old_key, new = acme.key, new_key()
+    url = acme.directory["keyChange"]
+    inner = sign({"account": acme.kid, "oldKey": old_key.public_key().to_partial_json()}, key=new, url=url, nonce=None)
+    assert (await acme.post(url, inner)).status == 200
+    nonce = await acme.nonce()
+    doc = await problem(await acme.post(acme.kid, None, nonce=nonce), "malformed", 400)
+    assert "signature does not verify" in doc["detail"]
+    acme.key = new
+    assert (await acme.post(acme.kid, None, nonce=nonce)).status == 200, "the refused request used up the nonce"
+
+
 @pytest.mark.parametrize("mutation, kind", [
     ("wrong-account", "unauthorized"),
     ("wrong-old-key", "unauthorized"),
