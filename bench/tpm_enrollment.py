@@ -54,6 +54,7 @@ from ca.storage.repository import Store  # noqa: E402
 from enroll.tpm_enrollment import TpmEnrollment  # noqa: E402
 from tests.enroll import soft_tpm  # noqa: E402
 from bench.docs import replace_section, stamp  # noqa: E402
+from bench.load import process_cpu_seconds  # noqa: E402
 
 WARMUP = 10
 TARGET_S = 2.0
@@ -208,9 +209,8 @@ class ClientSplit:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a server (all threads, its worker processes included), from /proc."""
+    return process_cpu_seconds(pid) or 0.0
 
 
 def _busy_seconds() -> float:
@@ -307,7 +307,7 @@ def split_table(result: dict[str, Any]) -> str:
     return "| where (mean per enrollment) | s | share |\n|---|---:|---:|\n" + "".join(
         f"| {label} | {seconds:.3f} | {seconds / mean['total'] * 100:.0f} % |\n" for label, seconds in rows) + (
         f"| whole enrollment | {mean['total']:.3f} | 100 % |\n"
-        f"| server CPU in the same time (the `acmeda serve` process, background validation included; "
+        f"| server CPU in the same time (the `acmeda serve` process and its workers, background validation included; "
         f"overlaps the rows above) | {server_cpu:.3f} | |\n")
 
 

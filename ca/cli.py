@@ -173,10 +173,11 @@ async def _run_db(config: config_mod.Config, args: argparse.Namespace) -> int:
     return await _db_upgrade(config)
 
 
-def _base_url(config: config_mod.Config) -> str:
+def _base_url(config: config_mod.Config, port: int) -> str:
+    """The URL the banner shows: `base_url`, or the listening address with the port bound."""
     if config.base_url:
         return config.base_url.rstrip("/")
-    host, port = config.listen_host_port
+    host, _ = config.listen_host_port
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
     return f"{'https' if config.tls else 'http'}://{shown}:{port}"
 
@@ -188,12 +189,12 @@ def _serve(config: config_mod.Config) -> int:
     if config.workers < 0:
         raise config_mod.ConfigError(f"workers must be 0 (one per CPU) or more, not {config.workers}")
     count = config.workers or workers.default_count()
-    tls_files = asyncio.run(_first_start(config))
     host, port = config.listen_host_port
     try:
         sockets = workers.bind(host, port, count)
     except OSError as exc:
         raise config_mod.ConfigError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    tls_files = asyncio.run(_first_start(config, sockets[0][0].getsockname()[1]))
     print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
     ready = lambda: print("acmeda: ready", flush=True)  # noqa: E731
     if count == 1:
@@ -201,7 +202,7 @@ def _serve(config: config_mod.Config) -> int:
     return workers.serve(sockets, lambda own, report: asyncio.run(_serve_worker(config, tls_files, own, report)), ready)
 
 
-async def _first_start(config: config_mod.Config) -> tuple[Path, Path] | None:
+async def _first_start(config: config_mod.Config, port: int) -> tuple[Path, Path] | None:
     """Create what the first start creates (keys, database, TLS certificate) and print where it is."""
     from ca.app import build_services
     from ca.links import Links
@@ -216,7 +217,7 @@ async def _first_start(config: config_mod.Config) -> tuple[Path, Path] | None:
     finally:
         await services.store.close()
     authority = services.authority
-    print(f"acmeda: ACME directory {Links(_base_url(config)).directory()}", flush=True)
+    print(f"acmeda: ACME directory {Links(_base_url(config, port)).directory()}", flush=True)
     print(f"acmeda: root certificate {authority.root_path.resolve()}", flush=True)
     print(f"acmeda: root SHA-256 fingerprint {authority.root_fingerprint_sha256}", flush=True)
     print(f"acmeda: database {Path(config.database).resolve() if config.database_url is None else 'postgresql'}", flush=True)
