@@ -60,7 +60,7 @@ PEBBLE_ENV = {"PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_W
 
 
 def default_count(concurrency: int) -> int:
-    return 200 if concurrency == 1 else 500
+    return 200 if concurrency == 1 else 1000
 
 
 def free_port() -> int:
@@ -502,7 +502,7 @@ def write_docs(path: Path, text: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark acmeda's issuance throughput against Pebble.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY))
-    parser.add_argument("--count", type=int, default=None, help="issuances per run (default 200 at concurrency 1, else 500)")
+    parser.add_argument("--count", type=int, default=None, help="issuances per run (default 200 at concurrency 1, else 1000)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed issuances before each timed run")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="longest wait between two order polls (s)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),

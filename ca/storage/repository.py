@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 from ca.problems import Unauthorized, not_found
 from ca.storage.db import is_sqlite_url, migrate, sqlite_path
 from ca.storage.records import Account, Authorization, Challenge, Order, Setting, quoted, table_of
-from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction
+from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction  # noqa: F401  (Conflict: for the flows)
 
 R = TypeVar("R")
 

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -68,6 +72,34 @@ def start_ca(tmp: Path, *, http01_port: int, dns_port: int, extra: list[str] | N
         time.sleep(0.1)
     process.kill()
     raise AssertionError(f"acmeda serve did not become ready:\n{log.read_text()}")
+
+
+class KeyAuthorizations(http.server.BaseHTTPRequestHandler):
+    """http-01 answers for the tests that drive ACME themselves: `tokens` maps a token to its key authorization."""
+
+    tokens: dict[str, str] = {}
+
+    def do_GET(self) -> None:
+        body = self.tokens.get(self.path.rsplit("/", 1)[-1])
+        self.send_response(200 if body else 404)
+        self.end_headers()
+        if body:
+            self.wfile.write(body.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def answering_http01(port: int) -> Iterator[dict[str, str]]:
+    """Serve `KeyAuthorizations` on 127.0.0.1:`port` for the block; yields the token table."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), KeyAuthorizations)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield KeyAuthorizations.tokens
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def stop_ca(ca: RunningCA) -> None:

@@ -3,12 +3,10 @@ external account binding, issuance, renewal info (RFC 9773), key change (§7.3.5
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import josepy as jose
@@ -19,33 +17,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.interop.conftest import free_port, start_ca, stop_ca
-
-
-class _Tokens(http.server.BaseHTTPRequestHandler):
-    tokens: dict[str, str] = {}
-
-    def do_GET(self) -> None:
-        token = self.path.rsplit("/", 1)[-1]
-        body = self.tokens.get(token)
-        self.send_response(200 if body else 404)
-        self.end_headers()
-        if body:
-            self.wfile.write(body.encode())
-
-    def log_message(self, *args) -> None:
-        pass
+from tests.interop.conftest import KeyAuthorizations, answering_http01, free_port, start_ca, stop_ca
 
 
 @pytest.fixture(scope="module")
 def eab_ca(tmp_path_factory, dns_server):
     tmp = tmp_path_factory.mktemp("acme-lib")
     ca = start_ca(tmp, http01_port=free_port(), dns_port=dns_server.port, extra=["--require-eab", "true"])
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", ca.http01_port), _Tokens)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ca
-    server.shutdown()
-    server.server_close()
+    with answering_http01(ca.http01_port):
+        yield ca
     stop_ca(ca)
 
 
@@ -74,7 +54,7 @@ def _issue(acme: client.ClientV2, name: str) -> str:
     for authz in order.authorizations:
         challenge = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
         response, validation = challenge.response_and_validation(acme.net.key)
-        _Tokens.tokens[challenge.chall.encode("token")] = validation
+        KeyAuthorizations.tokens[challenge.chall.encode("token")] = validation
         acme.answer_challenge(challenge, response)
     return acme.poll_and_finalize(order).fullchain_pem
 

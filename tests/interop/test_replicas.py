@@ -4,9 +4,7 @@ redeemed on one replica is refused on the other."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 
 import pytest
@@ -15,21 +13,7 @@ from cryptography import x509
 
 from tests.acme_client import b64, new_key, sign
 from tests.ca.flow import make_csr
-from tests.interop.conftest import free_port, start_ca, stop_ca
-
-
-class _Tokens(http.server.BaseHTTPRequestHandler):
-    tokens: dict[str, str] = {}
-
-    def do_GET(self) -> None:
-        body = self.tokens.get(self.path.rsplit("/", 1)[-1])
-        self.send_response(200 if body else 404)
-        self.end_headers()
-        if body:
-            self.wfile.write(body.encode())
-
-    def log_message(self, *args) -> None:
-        pass
+from tests.interop.conftest import KeyAuthorizations, answering_http01, free_port, start_ca, stop_ca
 
 
 class AlternatingClient:
@@ -65,11 +49,8 @@ def replicas(tmp_path, dns_server, postgres_url):
     common = ["--database-url", postgres_url, "--base-url", base]
     first = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=common, port=port_a)
     second = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=common, port=port_b)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", http01), _Tokens)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield base, [f"https://127.0.0.1:{port_a}", f"https://127.0.0.1:{port_b}"], first
-    server.shutdown()
-    server.server_close()
+    with answering_http01(http01):
+        yield base, [f"https://127.0.0.1:{port_a}", f"https://127.0.0.1:{port_b}"], first
     stop_ca(first)
     stop_ca(second)
 
@@ -95,7 +76,7 @@ def test_one_flow_across_two_replicas(replicas):
     authz = client.post(body["authorizations"][0]).json()
     challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
     thumb = b64(client.key.public_key().thumbprint())
-    _Tokens.tokens[challenge["token"]] = f"{challenge['token']}.{thumb}"
+    KeyAuthorizations.tokens[challenge["token"]] = f"{challenge['token']}.{thumb}"
     assert client.post(challenge["url"], {}).status_code == 200
     assert _poll(client, order_url, {"ready", "invalid"})["status"] == "ready"
     csr, _ = make_csr(["127.0.0.1"])

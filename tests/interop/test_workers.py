@@ -7,14 +7,12 @@ served. Then the supervision: a killed worker is replaced, and SIGTERM stops the
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,23 +22,9 @@ from cryptography import x509
 
 from tests.acme_client import b64, new_key, sign
 from tests.ca.flow import make_csr
-from tests.interop.conftest import RunningCA, free_port, start_ca, stop_ca
+from tests.interop.conftest import KeyAuthorizations, RunningCA, answering_http01, free_port, start_ca, stop_ca
 
 WORKERS = 3
-
-
-class _Tokens(http.server.BaseHTTPRequestHandler):
-    tokens: dict[str, str] = {}
-
-    def do_GET(self) -> None:
-        body = self.tokens.get(self.path.rsplit("/", 1)[-1])
-        self.send_response(200 if body else 404)
-        self.end_headers()
-        if body:
-            self.wfile.write(body.encode())
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def workers_of(process: subprocess.Popen) -> dict[int, float]:
@@ -61,13 +45,10 @@ def workers_of(process: subprocess.Popen) -> dict[int, float]:
 @pytest.fixture
 def server(tmp_path, dns_server):
     http01 = free_port()
-    tokens = http.server.ThreadingHTTPServer(("127.0.0.1", http01), _Tokens)
-    threading.Thread(target=tokens.serve_forever, daemon=True).start()
-    ca = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=["--workers", str(WORKERS)])
-    yield ca
-    tokens.shutdown()
-    tokens.server_close()
-    stop_ca(ca)
+    with answering_http01(http01):
+        ca = start_ca(tmp_path, http01_port=http01, dns_port=dns_server.port, extra=["--workers", str(WORKERS)])
+        yield ca
+        stop_ca(ca)
 
 
 class FreshConnections:
@@ -106,7 +87,7 @@ def test_one_flow_across_the_workers(server):
     order_url, body = order.headers["Location"], order.json()
     authz = client.post(body["authorizations"][0]).json()
     challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
-    _Tokens.tokens[challenge["token"]] = f"{challenge['token']}.{b64(client.key.public_key().thumbprint())}"
+    KeyAuthorizations.tokens[challenge["token"]] = f"{challenge['token']}.{b64(client.key.public_key().thumbprint())}"
     assert client.post(challenge["url"], {}).status_code == 200
     assert client.poll(order_url, {"ready", "invalid"})["status"] == "ready"
     csr, _ = make_csr(["127.0.0.1"])
