@@ -196,10 +196,14 @@ def _serve(config: config_mod.Config) -> int:
         raise config_mod.ConfigError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
     tls_files = asyncio.run(_first_start(config, sockets[0][0].getsockname()[1]))
     print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
-    ready = lambda: print("acmeda: ready", flush=True)  # noqa: E731
     if count == 1:
-        return asyncio.run(_serve_worker(config, tls_files, sockets[0], ready))
-    return workers.serve(sockets, lambda own, report: asyncio.run(_serve_worker(config, tls_files, own, report)), ready)
+        return asyncio.run(_serve_worker(config, tls_files, sockets[0], _print_ready))
+    return workers.serve(sockets, lambda own, report: asyncio.run(_serve_worker(config, tls_files, own, report)),
+                         _print_ready)
+
+
+def _print_ready() -> None:
+    print("acmeda: ready", flush=True)
 
 
 async def _first_start(config: config_mod.Config, port: int) -> tuple[Path, Path] | None:

@@ -6,8 +6,9 @@ work. So the store hands plain SQL to the driver instead. Statements are written
 `?` placeholders; PostgreSQL gets them as `$1, $2, …`. SQLModel still declares the schema
 (`ca.storage.tables`), and Alembic still migrates it (`ca.storage.db`).
 
-Values cross in their Python types. `encode` maps them to what each driver stores for the
-SQLAlchemy column types of the schema, so rows written through either path read the same:
+Values cross in their Python types. `encode_sqlite` and `encode_postgres` map them to what
+each driver stores for the SQLAlchemy column types of the schema, and `ca.storage.records`
+decodes them back, so rows read the same whichever path wrote them:
 - times are aware UTC datetimes, stored as naive UTC (SQLite: text such as
   `2026-11-01 12:00:00.000000`, which sorts as time);
 - JSON values are stored as their text;
