@@ -321,7 +321,7 @@ def child_main(argv: list[str]) -> int:
         ("ca.jws", "verify_signature", "step JWS signature verification"),
         ("ca.jws", "parse_account_key", "step JWK parse (new account)"),
         ("ca.auth", "authenticate", "step authenticate (whole)"),
-        ("ca.auth", "_account_for_kid", "step account lookup (kid)"),
+        ("ca.auth", "_valid_account", "step account lookup (kid)"),
         ("ca.storage.repository", "redeem_nonce", "step nonce redemption (DB insert)"),
         ("ca.certificates", "check_csr", "step CSR checks"),
         ("ca.certificates", "issue", "step issue (load order, sign, store)"),
