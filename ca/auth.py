@@ -75,33 +75,42 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
 
 async def _authenticate_kid(services: Services, account_id: str, parsed: jws.ParsedJWS, alg: jose.JWASignature,
                             nonce: str, expires: datetime) -> Account:
-    """Verify with the account's key, then redeem the nonce in one transaction that also finds the
-    account valid and still holding that key.
+    """Verify with the account's key, then redeem the nonce atomically with finding the account
+    valid and still holding that key (`repo.redeem_nonce_as`).
 
-    The signature is checked outside the transaction, so the write lock is held only for the
-    statements. The key comes from what this process last saw of the account; if that key is
+    The signature is checked before, outside the database's transaction, so SQLite's write lock
+    is held only for the statements. The key comes from what this process last saw of the account; if that key is
     not the account's any more (a key change, here or on another replica), the account is read
     afresh and the signature checked again with its current key.
     """
     thumbprint = _LAST_THUMBPRINT.get(account_id)
     if thumbprint is None or not _signed_by(parsed, _PARSED_KEYS.get(thumbprint), alg):
-        async with services.store.read() as tx:
-            thumbprint = _remember(await _valid_account(tx, account_id))
+        thumbprint = await _read_key(services, account_id)
         jws.verify_signature(parsed, _PARSED_KEYS[thumbprint], alg)
-    async with services.store.transaction() as tx:
-        account = await _valid_account(tx, account_id)
-        if account.key_thumbprint == thumbprint:
-            await _redeem(tx, nonce, expires)
-            return account
+    account = await _redeem_as(services, account_id, thumbprint, nonce, expires)
+    if account.key_thumbprint == thumbprint:
+        return account
     # The key changed since it was read: the request must verify with the account's key as it is now.
-    async with services.store.read() as tx:
-        thumbprint = _remember(await _valid_account(tx, account_id))
+    thumbprint = _remember(account)
     jws.verify_signature(parsed, _PARSED_KEYS[thumbprint], alg)
-    async with services.store.transaction() as tx:
-        account = await _valid_account(tx, account_id)
-        if account.key_thumbprint != thumbprint:
-            raise Unauthorized("the account key changed while the request was checked; sign it again with the current key")
-        await _redeem(tx, nonce, expires)
+    account = await _redeem_as(services, account_id, thumbprint, nonce, expires)
+    if account.key_thumbprint != thumbprint:
+        raise Unauthorized("the account key changed while the request was checked; sign it again with the current key")
+    return account
+
+
+async def _read_key(services: Services, account_id: str) -> str:
+    async with services.store.read() as tx:
+        account = await repo.get(tx, Account, account_id)
+    return _remember(_valid(account, account_id))
+
+
+async def _redeem_as(services: Services, account_id: str, thumbprint: str, nonce: str, expires: datetime) -> Account:
+    """The account, valid; the nonce redeemed if the account still has the key `thumbprint`."""
+    account, redeemed = await repo.redeem_nonce_as(services.store, account_id, thumbprint, nonce, expires)
+    account = _valid(account, account_id)
+    if account.key_thumbprint == thumbprint and not redeemed:
+        raise BadNonce("nonce has already been used")
     return account
 
 
@@ -158,8 +167,7 @@ def _account_id(links: Links, kid: Any) -> str:
     return account_id
 
 
-async def _valid_account(tx: repo.Transaction, account_id: str) -> Account:
-    account = await repo.get(tx, Account, account_id)
+def _valid(account: Account | None, account_id: str) -> Account:
     if account is None:
         raise AccountDoesNotExist(f"account {account_id} does not exist")
     if account.status != "valid":

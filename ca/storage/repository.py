@@ -7,6 +7,7 @@ the driver directly (`ca.storage.sql`); records are plain dataclasses (`ca.stora
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import datetime
 from typing import Any, Sequence, TypeVar
@@ -34,6 +35,8 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> "Store":
+        if is_sqlite_url(url):
+            _create_private(sqlite_path(url))
         await migrate(url)
         if is_sqlite_url(url):
             return cls(url, SqliteDatabase(sqlite_path(url)))
@@ -49,6 +52,16 @@ class Store:
 
     async def close(self) -> None:
         await self._database.close()
+
+
+def _create_private(path: str) -> None:
+    """Create a new SQLite database file readable by its owner only (0600, like the CA keys): it
+    holds the nonce and pseudonym keys and the EAB keys. SQLite gives its -wal and -shm files the
+    same mode. An existing file keeps the mode its operator gave it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 # --- records by primary key ----------------------------------------------------------------------
@@ -124,6 +137,35 @@ async def redeem_nonce(tx: Transaction, value: str, expires: datetime) -> bool:
     inserted = await tx.run('INSERT INTO "used_nonce" (value, expires) VALUES (?, ?) ON CONFLICT (value) DO NOTHING',
                             value, expires)
     return inserted == 1
+
+
+async def redeem_nonce_as(store: Store, account_id: str, thumbprint: str, value: str,
+                          expires: datetime) -> tuple[Account | None, bool]:
+    """Redeem a nonce for a request of `account_id` signed with the key `thumbprint`, atomically
+    with reading the account: the nonce is used up only if the account is valid and still has
+    that key. Returns the account as read (None: no such account) and whether this call
+    redeemed the nonce (False: the account did not qualify, or the nonce was used before)."""
+    if store.is_sqlite:
+        async with store.transaction() as tx:
+            account = await get(tx, Account, account_id)
+            if account is None or account.status != "valid" or account.key_thumbprint != thumbprint:
+                return account, False
+            return account, await redeem_nonce(tx, value, expires)
+    # PostgreSQL: one statement, atomic on its own, is one round trip instead of four.
+    table = table_of(Account)
+    async with store.read() as tx:
+        row = await tx.one(_REDEEM_AS_SQL, account_id, value, expires, thumbprint)
+    if row is None:
+        return None, False
+    return table.decode(row[:-1]), row[-1] == 1
+
+
+_REDEEM_AS_SQL = (
+    f'WITH acct AS ({table_of(Account).select_sql} WHERE id = ?), '
+    'redeemed AS (INSERT INTO "used_nonce" (value, expires) SELECT CAST(? AS VARCHAR), CAST(? AS TIMESTAMP) '
+    "FROM acct WHERE acct.status = 'valid' AND acct.key_thumbprint = ? ON CONFLICT (value) DO NOTHING RETURNING 1) "
+    'SELECT acct.*, (SELECT count(*) FROM redeemed) FROM acct'
+)
 
 
 async def prune_nonces(store: Store, now: datetime) -> int:

@@ -275,7 +275,7 @@ class PostgresDatabase:
 
     @classmethod
     async def connect(cls, url: str, *, pool_size: int = 10) -> "PostgresDatabase":
-        return cls(await asyncpg.create_pool(driver_url(url), min_size=1, max_size=pool_size))
+        return cls(await asyncpg.create_pool(driver_url(url), min_size=1, max_size=pool_size, reset=_keep_session))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PostgresTransaction]:
@@ -289,6 +289,13 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, besides rolling back an open transaction
+    (which asyncpg always does): nothing. Its default, a `RESET ALL; UNLISTEN *; …` query, is a
+    round trip per transaction, and the store changes no session state (no SET, LISTEN, cursors
+    or session advisory locks)."""
 
 
 def driver_url(url: str) -> str:

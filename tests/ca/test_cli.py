@@ -38,7 +38,7 @@ def test_zero_config_first_start_then_reuse(tmp_path):
         stop_ca(ca)
     for key in [*(ca.data_dir / "ca").glob("*.key"), *(ca.data_dir / "tls").glob("*.key")]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    assert (ca.data_dir / "acmeda.db").exists()
+    assert stat.S_IMODE((ca.data_dir / "acmeda.db").stat().st_mode) == 0o600, "the database holds the nonce and EAB keys"
     again = start_ca(tmp_path, http01_port=free_port(), dns_port=53)
     try:
         assert f"fingerprint {fingerprint}" in again.output(), "a restart must reuse the CA"

@@ -203,3 +203,24 @@ async def test_the_wal_is_checkpointed_off_the_request_path(tmp_path):
     wal = tmp_path / "acmeda.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0, "closing folds the rest of the WAL into the database"
     assert sqlite3.connect(main_file).execute("SELECT count(*) FROM acme_order").fetchone() == (300,)
+
+
+async def test_a_nonce_is_redeemed_for_an_account_only_while_it_is_valid_and_holds_the_key(store):
+    """One atomic step on either database: the nonce is used up only when the account qualifies."""
+    account_id = repo.new_id()
+    account = Account(id=account_id, key_thumbprint=f"key-{account_id}", jwk={"kty": "EC"}, status="valid",
+                      contact=[], created_at=NOW)
+    async with store.transaction() as tx:
+        await repo.insert(tx, account)
+    expires, nonce = NOW + timedelta(hours=1), f"nonce-{account_id}"
+    assert await repo.redeem_nonce_as(store, "no-such-account", account.key_thumbprint, nonce, expires) == (None, False)
+    assert await repo.redeem_nonce_as(store, account_id, "another-key", nonce, expires) == (account, False)
+    async with store.transaction() as tx:
+        await repo.update(tx, Account, account_id, status="deactivated")
+    deactivated, redeemed = await repo.redeem_nonce_as(store, account_id, account.key_thumbprint, nonce, expires)
+    assert (deactivated.status, redeemed) == ("deactivated", False)
+    async with store.transaction() as tx:
+        await repo.update(tx, Account, account_id, status="valid")
+    assert await repo.redeem_nonce_as(store, account_id, account.key_thumbprint, nonce, expires) == (account, True), \
+        "none of the refusals above may have used up the nonce"
+    assert await repo.redeem_nonce_as(store, account_id, account.key_thumbprint, nonce, expires) == (account, False)
