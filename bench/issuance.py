@@ -1,10 +1,11 @@
 """`make bench`: issuance throughput of acmeda next to Pebble, measured by the same load client.
 
-    python bench/issuance.py [--concurrency 1 8 32] [--count N] [--database-url postgresql://…]
+    python bench/issuance.py [--concurrency 1 8 32] [--count N] [--rounds 3] [--database-url postgresql://…]
                              [--docs docs/performance.md | --no-docs] [--no-pebble] [--no-profile]
                              [--keep-tmp]
 
-For every concurrency (default 1, 8, 32) and every server, starts a fresh server on
+In each of --rounds rounds (default 3), for every concurrency (default 1, 8, 32) and every
+server, back to back, starts a fresh server on
 127.0.0.1 — `acmeda serve` with a new data directory (SQLite), with --database-url also
 acmeda on a new PostgreSQL database created on that server and dropped afterwards, and
 Pebble with a new config and TLS certificate — and runs `bench/load.py` against it as a
@@ -36,6 +37,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import ssl
 import subprocess
 import sys
@@ -321,12 +323,34 @@ def _share(seconds, elapsed) -> float | None:
     return None if seconds is None or not elapsed else 100 * seconds / elapsed
 
 
-def table(results: list[dict]) -> list[str]:
-    rows = ["| server | concurrency | issuances | issuances/s | p50 ms | p99 ms | errors | requests/issuance "
-            "| server CPU ms/issuance | server CPU % | load client CPU % | rest of machine CPU % |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def _configurations(results: list[dict]) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
     for r in results:
-        rows.append(f"| {r['server']} | {r['concurrency']} | {r['count']} | {fmt(r.get('issuances_per_s'), 2)} | "
+        if (r["server"], r["concurrency"]) not in seen:
+            seen.append((r["server"], r["concurrency"]))
+    return sorted(seen, key=lambda c: (c[1], seen.index(c)))
+
+
+def _rounds_of(results: list[dict], server: str, concurrency: int) -> list[dict]:
+    return sorted((r for r in results if r["server"] == server and r["concurrency"] == concurrency),
+                  key=lambda r: r.get("round", 1))
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run whose throughput is the median of the rounds (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r.get("issuances_per_s") or 0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def table(results: list[dict]) -> list[str]:
+    rows = ["| server | concurrency | issuances | issuances/s | each round | p50 ms | p99 ms | errors "
+            "| requests/issuance | server CPU ms/issuance | server CPU % | load client CPU % | rest of machine CPU % |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for server, concurrency in _configurations(results):
+        runs = _rounds_of(results, server, concurrency)
+        r = _median_run(runs)
+        each = ", ".join(fmt(run.get("issuances_per_s"), 1) for run in runs)
+        rows.append(f"| {r['server']} | {r['concurrency']} | {r['count']} | {fmt(r.get('issuances_per_s'), 2)} | {each} | "
                     f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {r['errors']} | "
                     f"{fmt(r.get('requests_per_issuance'), 2)} | {fmt(r.get('server_cpu_ms_per_issuance'))} | "
                     f"{fmt(_share(r.get('server_cpu_s'), r.get('elapsed_s')), 0)} | "
@@ -335,22 +359,28 @@ def table(results: list[dict]) -> list[str]:
     return rows
 
 
-def ratios(results: list[dict]) -> list[tuple[str, int, float | None]]:
-    pebble = {r["concurrency"]: r.get("issuances_per_s") for r in results if r["server"] == "pebble"}
+def ratios(results: list[dict]) -> list[tuple[str, int, float | None, list[float]]]:
+    """Per acmeda configuration: the median over the rounds of (acmeda ÷ Pebble in that round), and each round's."""
+    pebble = {(r["concurrency"], r.get("round", 1)): r.get("issuances_per_s") for r in results if r["server"] == "pebble"}
     out = []
-    for r in results:
-        if r["server"] == "pebble" or r["concurrency"] not in pebble:
+    for server, concurrency in _configurations(results):
+        if server == "pebble":
             continue
-        ours, theirs = r.get("issuances_per_s"), pebble[r["concurrency"]]
-        out.append((r["server"], r["concurrency"], ours / theirs if ours and theirs else None))
+        each = []
+        for r in _rounds_of(results, server, concurrency):
+            theirs = pebble.get((concurrency, r.get("round", 1)))
+            if r.get("issuances_per_s") and theirs:
+                each.append(r["issuances_per_s"] / theirs)
+        out.append((server, concurrency, statistics.median(each) if each else None, each))
     return out
 
 
 def ratio_table(results: list[dict]) -> list[str]:
-    rows = ["| acmeda | concurrency | acmeda / Pebble throughput | target (≥ 1.00) |", "|---|---:|---:|---|"]
-    for server, concurrency, ratio in ratios(results):
+    rows = ["| acmeda | concurrency | acmeda / Pebble throughput (median of rounds) | each round | target (≥ 1.00) |",
+            "|---|---:|---:|---|---|"]
+    for server, concurrency, ratio, each in ratios(results):
         verdict = "–" if ratio is None else ("met" if ratio >= 1 else "not met")
-        rows.append(f"| {server} | {concurrency} | {fmt(ratio, 2)} | {verdict} |")
+        rows.append(f"| {server} | {concurrency} | {fmt(ratio, 2)} | {', '.join(fmt(e, 2) for e in each)} | {verdict} |")
     return rows
 
 
@@ -361,7 +391,7 @@ _PLACEHOLDERS = [
     (r"((?:--dns-resolvers|-dnsserver) 127\.0\.0\.1:)\d+", r"\1$UNUSED_PORT"),
     (r"(--server-pid )\d+", r"\1$SERVER_PID"),
     (r"postgresql://\S+/(acmeda_bench_)[0-9a-f]+", r"postgresql://…/\1$FRESH"),
-    (r"-c(\d+)(-retry\d+)?", r"-c\1"),
+    (r"-c(\d+)(-r\d+)?(-retry\d+)?", r"-c\1"),
 ]
 
 
@@ -377,7 +407,8 @@ def shown(command: list[str], tmp: Path) -> str:
 def section(results: list[dict], info: dict[str, str], commands: dict[str, str], notes: list[str],
             profiles: list[tuple[str, str]], args: argparse.Namespace, started: dt.datetime, took: float) -> str:
     first = results[0]["server"]
-    counts = ", ".join(f"c={r['concurrency']}: {r['count']}" for r in results if r["server"] == first)
+    counts = ", ".join(f"c={r['concurrency']}: {r['count']}" for r in results
+                       if r["server"] == first and r.get("round", 1) == 1)
     lines = [
         SECTION,
         "",
@@ -388,6 +419,10 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} memory, Linux {info['kernel']}.",
         f"- Software: Python {info['python']} (aiohttp {info['aiohttp']}, cryptography {info['cryptography']}, "
         f"SQLAlchemy {info['sqlalchemy']}); Pebble {info['pebble']} (Debian package).",
+        f"- Rounds: {args.rounds}. In each round every server runs at every concurrency, acmeda and Pebble back to "
+        f"back; the table shows each configuration's median run (and every round's throughput), and the ratio is "
+        f"the median of the rounds' ratios. This shared machine's speed drifts from minute to minute (a CPU-bound "
+        f"server feels all of it, a latency-bound one little), so a single run can mislead.",
         f"- Issuances per run: {counts}; before each run {args.warmup} untimed warm-up issuances; the order is "
         f"polled every {args.poll_interval * 1000:g} ms at most. Every run gets a freshly started server with an "
         f"empty store.",
@@ -396,7 +431,7 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         "",
         *table(results),
         "",
-        "Throughput ratio (acmeda issuances/s ÷ Pebble issuances/s at the same concurrency, same bench run):",
+        "Throughput ratio (acmeda issuances/s ÷ Pebble issuances/s at the same concurrency, in the same round):",
         "",
         *ratio_table(results),
         "",
@@ -504,6 +539,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY))
     parser.add_argument("--count", type=int, default=None, help="issuances per run (default 200 at concurrency 1, else 1000)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed issuances before each timed run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration; the ratio is their median")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="longest wait between two order polls (s)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),
                         help="a PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres): also bench "
@@ -589,6 +625,14 @@ def pebble_deadlocked(server: Server) -> bool:
     return "semacquire" in dump and "FindValidAuthorization" in dump
 
 
+def _schedule(args: argparse.Namespace):
+    """(round, concurrency, server) in the order run: round by round, the servers back to back."""
+    for round_number in range(1, args.rounds + 1):
+        for concurrency in args.concurrency:
+            for target in targets(args):
+                yield round_number, concurrency, target
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started, t0 = dt.datetime.now(dt.timezone.utc), time.monotonic()
@@ -599,33 +643,32 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     failed = False
     try:
-        for concurrency in args.concurrency:
+        for round_number, concurrency, target in _schedule(args):
             count = args.count or default_count(concurrency)
-            for target in targets(args):
-                for attempt in range(1 + target.retries):
-                    run = f"{target.name}-c{concurrency}" + (f"-retry{attempt}" if attempt else "")
-                    server = target.start(tmp, run)
-                    server.name = target.name
-                    if server.config_text:
-                        commands.setdefault(f"{target.name} config file ($BENCH_TMP/{target.name}-cN/pebble-config.json)",
-                                            server.config_text)
-                    env_text = " ".join(f"{k}={v}" for k, v in server.env.items())
-                    commands.setdefault(f"{target.name} server", (env_text + " " if env_text else "") + shown(server.command, tmp))
-                    try:
-                        result, command = run_load(server, concurrency, count, tmp / f"{run}.json", args)
-                        deadlock = target.name == "pebble" and result["errors"] and pebble_deadlocked(server)
-                    finally:
-                        server.stop()
-                    commands.setdefault(f"load client against {target.name}, c={concurrency}", shown(command, tmp))
-                    result["attempt"] = attempt + 1
-                    if result["errors"] == 0 or attempt == target.retries:
-                        results.append(result)
-                        break
-                    why = "Pebble's in-memory store deadlocked (goroutine dump: FindValidAuthorization waiting on a lock)" \
-                        if deadlock else f"{result['errors']} failed issuances: {'; '.join(result.get('error_samples', [])[:2])}"
-                    notes.append(f"{target.name} at concurrency {concurrency}, attempt {attempt + 1}: {why}; "
-                                 f"the run was repeated with a fresh server.")
-                    print(f"bench: {notes[-1]}", flush=True)
+            for attempt in range(1 + target.retries):
+                run = f"{target.name}-c{concurrency}-r{round_number}" + (f"-retry{attempt}" if attempt else "")
+                server = target.start(tmp, run)
+                server.name = target.name
+                if server.config_text:
+                    commands.setdefault(f"{target.name} config file ($BENCH_TMP/{target.name}-cN/pebble-config.json)",
+                                        server.config_text)
+                env_text = " ".join(f"{k}={v}" for k, v in server.env.items())
+                commands.setdefault(f"{target.name} server", (env_text + " " if env_text else "") + shown(server.command, tmp))
+                try:
+                    result, command = run_load(server, concurrency, count, tmp / f"{run}.json", args)
+                    deadlock = target.name == "pebble" and result["errors"] and pebble_deadlocked(server)
+                finally:
+                    server.stop()
+                commands.setdefault(f"load client against {target.name}, c={concurrency}", shown(command, tmp))
+                result["attempt"], result["round"] = attempt + 1, round_number
+                if result["errors"] == 0 or attempt == target.retries:
+                    results.append(result)
+                    break
+                why = "Pebble's in-memory store deadlocked (goroutine dump: FindValidAuthorization waiting on a lock)" \
+                    if deadlock else f"{result['errors']} failed issuances: {'; '.join(result.get('error_samples', [])[:2])}"
+                notes.append(f"{target.name} at concurrency {concurrency}, round {round_number}, attempt {attempt + 1}: {why}; "
+                             f"the run was repeated with a fresh server.")
+                print(f"bench: {notes[-1]}", flush=True)
     except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         failed = True
