@@ -78,7 +78,7 @@ async def new_account(services: Services, links: Links, request: AuthenticatedRe
                 await _bind_eab_key(tx, eab_key_id, account.id, services)
             await repo.insert(tx, account)
     except repo.Conflict:  # the same key registered concurrently: return that account
-        async with services.store.transaction() as tx:
+        async with services.store.read() as tx:
             existing = await repo.account_by_thumbprint(tx, thumb)
         if existing is None:
             raise

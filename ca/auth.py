@@ -79,9 +79,9 @@ async def _authenticate_kid(services: Services, account_id: str, parsed: jws.Par
     valid and still holding that key (`repo.redeem_nonce_as`).
 
     The signature is checked before, outside the database's transaction, so SQLite's write lock
-    is held only for the statements. The key comes from what this process last saw of the account; if that key is
-    not the account's any more (a key change, here or on another replica), the account is read
-    afresh and the signature checked again with its current key.
+    is held only for the statements. The key comes from what this process last saw of the
+    account; if that key is not the account's any more (a key change, here or on another
+    replica), the account is read afresh and the signature checked again with its current key.
     """
     thumbprint = _LAST_THUMBPRINT.get(account_id)
     if thumbprint is None or not _signed_by(parsed, _PARSED_KEYS.get(thumbprint), alg):
@@ -129,11 +129,9 @@ async def _redeem(tx: repo.Transaction, nonce: str, expires: datetime) -> None:
         raise BadNonce("nonce has already been used")
 
 
-_PARSED_KEYS: dict[str, jose.JWK] = {}
-_MAX_PARSED_KEYS = 4096
-
-
+_PARSED_KEYS: dict[str, jose.JWK] = {}  # thumbprint -> parsed key
 _LAST_THUMBPRINT: dict[str, str] = {}  # account id -> thumbprint of the key last read for it
+_CACHE_ENTRIES = 4096  # the most entries each of the two keeps
 
 
 def account_key(account: Account) -> jose.JWK:
@@ -153,7 +151,7 @@ def _remember(account: Account) -> str:
 
 
 def _bounded(cache: dict) -> dict:
-    if len(cache) >= _MAX_PARSED_KEYS:
+    if len(cache) >= _CACHE_ENTRIES:
         cache.pop(next(iter(cache)))  # the oldest entry
     return cache
 

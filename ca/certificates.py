@@ -50,8 +50,7 @@ def spki_der(public_key) -> bytes:
 
 
 def account_public_key(account: Account):
-    key = account_key(account).key
-    return getattr(key, "_wrapped", key)
+    return account_public_key_from_jwk(account_key(account))
 
 
 async def finalize(services: Services, order_id: str, account: Account, payload: dict[str, Any]) -> OrderView:

@@ -88,7 +88,7 @@ class EkRegistry:
                 await repo.insert(tx, row)
 
     async def get(self, ek_hash_value: str) -> TpmEndorsementKey | None:
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             return await repo.get(tx, TpmEndorsementKey, ek_hash_value)
 
 

@@ -44,6 +44,6 @@ class FirstUseRegistry:
                 await repo.insert(tx, row)
             return True
         except Conflict:
-            async with self._store.transaction() as tx:
+            async with self._store.read() as tx:
                 first = await repo.get(tx, ReplayableFirstUse, key)
             return first is not None and hmac.compare_digest(first.account_thumbprint, account_thumbprint)

@@ -162,7 +162,7 @@ class TpmEnrollment:
             ek = self._endorsement_key(request)
         except AttestationError as error:
             raise _refusal(error) from error
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             entry = await repo.get(tx, TpmEndorsementKey, ek.ek_hash)
         if request.ek_public is not None and (entry is None or not entry.pinned):
             raise BadAttestationStatement(f"EK {ek.ek_hash} is not pinned in the fleet registry "
@@ -208,7 +208,7 @@ class TpmEnrollment:
 
     async def answer(self, account_id: str, activation_id: str, payload: Mapping[str, Any]) -> Activated:
         secret = _binary(payload, "secret")
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             row = await repo.owned(tx, TpmActivation, activation_id, account_id, "TPM activation")
         now = self._clock.now()
         if row.status != PENDING:

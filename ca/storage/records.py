@@ -40,6 +40,11 @@ def quoted(name: str) -> str:
     return f'"{name}"'  # `authorization` is a reserved word in PostgreSQL
 
 
+def placeholders(count: int) -> str:
+    """`?, ?, …`: `count` statement parameters."""
+    return ", ".join("?" * count)
+
+
 class Table(Generic[R]):
     """A record class bound to its table: the column list, the key, and per-column decoding."""
 
@@ -58,7 +63,7 @@ class Table(Generic[R]):
         column_list = ", ".join(quoted(n) for n in names)
         self.select_sql = f"SELECT {column_list} FROM {self.name}"
         self.get_sql = f"{self.select_sql} WHERE {quoted(self.key)} = ?"
-        self.insert_sql = f"INSERT INTO {self.name} ({column_list}) VALUES ({', '.join('?' * len(names))})"
+        self.insert_sql = f"INSERT INTO {self.name} ({column_list}) VALUES ({placeholders(len(names))})"
 
     def decode(self, row: Any) -> R:
         values = {name: (value if decode is None else decode(value))

@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 from ca.problems import Unauthorized, not_found
 from ca.storage.db import is_sqlite_url, migrate, sqlite_path
-from ca.storage.records import Account, Authorization, Challenge, Order, Setting, quoted, table_of
+from ca.storage.records import Account, Authorization, Challenge, Order, Setting, placeholders, quoted, table_of
 from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction  # noqa: F401  (Conflict: for the flows)
 
 R = TypeVar("R")
@@ -28,19 +28,19 @@ def new_id() -> str:
 class Store:
     """The database of one replica: migrated to the newest schema when opened."""
 
-    def __init__(self, url: str, database: Database) -> None:
-        self.url = url
+    def __init__(self, database: Database) -> None:
         self.is_sqlite = database.dialect == "sqlite"
         self._database = database
 
     @classmethod
     async def open(cls, url: str) -> "Store":
-        if is_sqlite_url(url):
-            _create_private(sqlite_path(url))
+        if not is_sqlite_url(url):
+            await migrate(url)
+            return cls(await PostgresDatabase.connect(url))
+        path = sqlite_path(url)
+        _create_private(path)
         await migrate(url)
-        if is_sqlite_url(url):
-            return cls(url, SqliteDatabase(sqlite_path(url)))
-        return cls(url, await PostgresDatabase.connect(url))
+        return cls(SqliteDatabase(path))
 
     def transaction(self):
         """One transaction (an async context manager): committed when the block ends, rolled back if it raises."""
@@ -78,18 +78,20 @@ async def insert(tx: Transaction, record: Any) -> None:
     await tx.run(table.insert_sql, *table.values_of(record))
 
 
-async def update(tx: Transaction, record_type: type, key: Any, **values: Any) -> int:
+def _update_sql(record_type: type, values: dict[str, Any]) -> str:
+    """`UPDATE <table> SET <values> WHERE <key> = ?`, for more conditions to be appended."""
     table = table_of(record_type)
     assignments = ", ".join(f"{quoted(name)} = ?" for name in values)
-    return await tx.run(f"UPDATE {table.name} SET {assignments} WHERE {quoted(table.key)} = ?", *values.values(), key)
+    return f"UPDATE {table.name} SET {assignments} WHERE {quoted(table.key)} = ?"
+
+
+async def update(tx: Transaction, record_type: type, key: Any, **values: Any) -> int:
+    return await tx.run(_update_sql(record_type, values), *values.values(), key)
 
 
 async def transition(tx: Transaction, record_type: type, key: Any, expected: Sequence[str], **values: Any) -> bool:
     """Conditional update: set `values` on the row whose status is one of `expected`; True if it did."""
-    table = table_of(record_type)
-    assignments = ", ".join(f"{quoted(name)} = ?" for name in values)
-    sql = (f"UPDATE {table.name} SET {assignments} WHERE {quoted(table.key)} = ? "
-           f"AND status IN ({', '.join('?' * len(expected))})")
+    sql = f"{_update_sql(record_type, values)} AND status IN ({placeholders(len(expected))})"
     return await tx.run(sql, *values.values(), key, *expected) == 1
 
 
@@ -113,10 +115,6 @@ async def owned(tx: Transaction, record_type: type[R], key: Any, account_id: str
     if record.account_id != account_id:  # type: ignore[attr-defined]
         raise Unauthorized(f"the {what} belongs to a different account")
     return record
-
-
-def placeholders(count: int) -> str:
-    return ", ".join("?" * count)
 
 
 # --- settings -----------------------------------------------------------------------------------
