@@ -194,10 +194,10 @@ def _serve(config: config_mod.Config) -> int:
         sockets = workers.bind(host, port, count)
     except OSError as exc:
         raise config_mod.ConfigError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
-    tls_files = asyncio.run(_first_start(config, sockets[0][0].getsockname()[1]))
-    print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
+    port = sockets[0][0].getsockname()[1]
     if count == 1:
-        return asyncio.run(_serve_worker(config, tls_files, sockets[0], _print_ready))
+        return asyncio.run(_serve_alone(config, port, sockets[0]))
+    tls_files = asyncio.run(_first_start(config, port, count))
     return workers.serve(sockets, lambda own, report: asyncio.run(_serve_worker(config, tls_files, own, report)),
                          _print_ready)
 
@@ -206,34 +206,52 @@ def _print_ready() -> None:
     print("acmeda: ready", flush=True)
 
 
-async def _first_start(config: config_mod.Config, port: int) -> tuple[Path, Path] | None:
-    """Create what the first start creates (keys, database, TLS certificate) and print where it is."""
+async def _serve_alone(config: config_mod.Config, port: int, sockets) -> int:
+    """One worker, in this process: the services the first start made go on to serve."""
     from ca.app import build_services
-    from ca.links import Links
-    from ca.pki import load_or_create_tls_certificate
+
+    services = await build_services(config)
+    tls_files = _announce(config, services, port, 1)
+    return await _serve_worker(config, tls_files, sockets, _print_ready, services)
+
+
+async def _first_start(config: config_mod.Config, port: int, count: int) -> tuple[Path, Path] | None:
+    """What the first start creates (keys, database, TLS certificate), before the workers fork."""
+    from ca.app import build_services
 
     services = await build_services(config)
     try:
-        tls_files = None
-        if config.tls:
-            tls_files = load_or_create_tls_certificate(config.data_dir, services.authority, config.tls_hostnames,
-                                                       services.clock)
+        return _announce(config, services, port, count)
     finally:
         await services.store.close()
+
+
+def _announce(config: config_mod.Config, services, port: int, count: int) -> tuple[Path, Path] | None:
+    """Make the server's TLS certificate if there is none, and print where everything is."""
+    from ca.links import Links
+    from ca.pki import load_or_create_tls_certificate
+
+    tls_files = None
+    if config.tls:
+        tls_files = load_or_create_tls_certificate(config.data_dir, services.authority, config.tls_hostnames,
+                                                   services.clock)
     authority = services.authority
     print(f"acmeda: ACME directory {Links(_base_url(config, port)).directory()}", flush=True)
     print(f"acmeda: root certificate {authority.root_path.resolve()}", flush=True)
     print(f"acmeda: root SHA-256 fingerprint {authority.root_fingerprint_sha256}", flush=True)
     print(f"acmeda: database {Path(config.database).resolve() if config.database_url is None else 'postgresql'}", flush=True)
+    print(f"acmeda: serving with {count} worker process{'es' if count > 1 else ''}", flush=True)
     return tls_files
 
 
-async def _serve_worker(config: config_mod.Config, tls_files: tuple[Path, Path] | None, sockets, report_ready) -> int:
+async def _serve_worker(config: config_mod.Config, tls_files: tuple[Path, Path] | None, sockets, report_ready,
+                        services=None) -> int:
+    """Serve on `sockets` until SIGINT or SIGTERM; `services` are built here unless given."""
     from aiohttp import web
 
     from ca.app import build_app, build_services
 
-    services = await build_services(config)
+    services = services or await build_services(config)
     ssl_context = None
     if tls_files is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -89,15 +89,16 @@ class _Supervisor:
             self._stop_all()
 
     def _start(self, index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            os._exit(self._run_worker(index))
+            os._exit(self._run_worker(index, parent))
         self._pids[pid] = index
 
-    def _run_worker(self, index: int) -> int:
+    def _run_worker(self, index: int, parent: int) -> int:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            _die_with_parent()
+            _die_with(parent)
             os.close(self._ready_read)
             for other, sockets in enumerate(self._sockets):
                 if other != index:
@@ -159,12 +160,12 @@ class _Supervisor:
         self._pids.clear()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send this worker SIGTERM when the parent dies, even by SIGKILL."""
+def _die_with(parent: int) -> None:
+    """Ask Linux to send this worker SIGTERM when its parent dies, even by SIGKILL."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect (init or a subreaper adopted us)
         os.kill(os.getpid(), signal.SIGTERM)
