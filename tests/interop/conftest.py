@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from cryptography import x509
 
+from tests.acme_client import b64
+from tests.ca.flow import make_csr
 from tests.support.dns_server import DnsServer
 
 
@@ -100,6 +103,40 @@ def answering_http01(port: int) -> Iterator[dict[str, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def poll(client, url: str, until: set[str]) -> dict:
+    for _ in range(200):
+        body = client.post(url).json()
+        if body["status"] in until:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{url} stayed {body['status']}")
+
+
+def issue_ip_certificate(client, new_account: str, new_order: str) -> x509.Certificate:
+    """A whole flow for ip:127.0.0.1, answered over http-01 by `KeyAuthorizations`, through `client`:
+    anything with `post(url, payload=None)` (a `requests.Response`), `key` and a settable `kid`.
+    Returns the leaf, checked to carry the serial its certificate URL names."""
+    account = client.post(new_account, {"termsOfServiceAgreed": True})
+    assert account.status_code == 201, account.text
+    client.kid = account.headers["Location"]
+    order = client.post(new_order, {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+    assert order.status_code == 201, order.text
+    order_url, body = order.headers["Location"], order.json()
+    authz = client.post(body["authorizations"][0]).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    KeyAuthorizations.tokens[challenge["token"]] = f"{challenge['token']}.{b64(client.key.public_key().thumbprint())}"
+    assert client.post(challenge["url"], {}).status_code == 200
+    assert poll(client, order_url, {"ready", "invalid"})["status"] == "ready"
+    csr, _ = make_csr(["127.0.0.1"])
+    assert client.post(body["finalize"], {"csr": b64(csr)}).status_code == 200
+    done = poll(client, order_url, {"valid", "invalid"})
+    chain = client.post(done["certificate"])
+    assert chain.status_code == 200
+    leaf = x509.load_pem_x509_certificates(chain.content)[0]
+    assert leaf.serial_number == int(done["certificate"].rsplit("/", 1)[1], 16)
+    return leaf
 
 
 def stop_ca(ca: RunningCA) -> None:

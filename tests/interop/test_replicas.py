@@ -5,15 +5,12 @@ redeemed on one replica is refused on the other."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
-from cryptography import x509
 
-from tests.acme_client import b64, new_key, sign
-from tests.ca.flow import make_csr
-from tests.interop.conftest import KeyAuthorizations, answering_http01, free_port, start_ca, stop_ca
+from tests.acme_client import new_key, sign
+from tests.interop.conftest import answering_http01, free_port, issue_ip_certificate, start_ca, stop_ca
 
 
 class AlternatingClient:
@@ -55,36 +52,10 @@ def replicas(tmp_path, dns_server, postgres_url):
     stop_ca(second)
 
 
-def _poll(client: AlternatingClient, url: str, until: set[str]) -> dict:
-    for _ in range(200):
-        body = client.post(url).json()
-        if body["status"] in until:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"{url} stayed {body['status']}")
-
-
 def test_one_flow_across_two_replicas(replicas):
     base, targets, first = replicas
     client = AlternatingClient(base, targets, str(first.root))
-    account = client.post(base + "/acme/new-account", {"termsOfServiceAgreed": True})
-    assert account.status_code == 201, account.text
-    client.kid = account.headers["Location"]
-    order = client.post(base + "/acme/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
-    assert order.status_code == 201, order.text
-    order_url, body = order.headers["Location"], order.json()
-    authz = client.post(body["authorizations"][0]).json()
-    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
-    thumb = b64(client.key.public_key().thumbprint())
-    KeyAuthorizations.tokens[challenge["token"]] = f"{challenge['token']}.{thumb}"
-    assert client.post(challenge["url"], {}).status_code == 200
-    assert _poll(client, order_url, {"ready", "invalid"})["status"] == "ready"
-    csr, _ = make_csr(["127.0.0.1"])
-    assert client.post(body["finalize"], {"csr": b64(csr)}).status_code == 200
-    done = _poll(client, order_url, {"valid", "invalid"})
-    chain = client.post(done["certificate"])
-    assert chain.status_code == 200
-    assert x509.load_pem_x509_certificates(chain.content)[0].serial_number == int(done["certificate"].rsplit("/", 1)[1], 16)
+    issue_ip_certificate(client, base + "/acme/new-account", base + "/acme/new-order")
     assert set(client.seen) == set(targets), "both replicas must have served the flow"
 
 

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from cryptography import x509
 
-from tests.acme_client import b64, new_key, sign
-from tests.ca.flow import make_csr
-from tests.interop.conftest import KeyAuthorizations, RunningCA, answering_http01, free_port, start_ca, stop_ca
+from tests.acme_client import new_key, sign
+from tests.interop.conftest import RunningCA, answering_http01, free_port, issue_ip_certificate, start_ca, stop_ca
 
 WORKERS = 3
 
@@ -66,35 +64,12 @@ class FreshConnections:
         return requests.post(url, data=json.dumps(body), verify=self.root,
                              headers={"Content-Type": "application/jose+json", "Connection": "close"})
 
-    def poll(self, url: str, until: set[str]) -> dict:
-        for _ in range(200):
-            body = self.post(url).json()
-            if body["status"] in until:
-                return body
-            time.sleep(0.05)
-        raise AssertionError(f"{url} stayed {body['status']}")
-
 
 def test_one_flow_across_the_workers(server):
     assert len(workers_of(server.process)) == WORKERS
     cpu_before = workers_of(server.process)
     client = FreshConnections(server)
-    account = client.post(client.directory["newAccount"], {"termsOfServiceAgreed": True})
-    assert account.status_code == 201, account.text
-    client.kid = account.headers["Location"]
-    order = client.post(client.directory["newOrder"], {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
-    assert order.status_code == 201, order.text
-    order_url, body = order.headers["Location"], order.json()
-    authz = client.post(body["authorizations"][0]).json()
-    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
-    KeyAuthorizations.tokens[challenge["token"]] = f"{challenge['token']}.{b64(client.key.public_key().thumbprint())}"
-    assert client.post(challenge["url"], {}).status_code == 200
-    assert client.poll(order_url, {"ready", "invalid"})["status"] == "ready"
-    csr, _ = make_csr(["127.0.0.1"])
-    assert client.post(body["finalize"], {"csr": b64(csr)}).status_code == 200
-    done = client.poll(order_url, {"valid", "invalid"})
-    chain = client.post(done["certificate"])
-    assert x509.load_pem_x509_certificates(chain.content)[0].serial_number == int(done["certificate"].rsplit("/", 1)[1], 16)
+    issue_ip_certificate(client, client.directory["newAccount"], client.directory["newOrder"])
     cpu_after = workers_of(server.process)
     served = [pid for pid in cpu_before if cpu_after.get(pid, 0) - cpu_before[pid] >= 0.02]
     assert len(served) >= 2, f"the flow's requests should have spread over the workers: {cpu_before} → {cpu_after}"
