@@ -9,8 +9,8 @@ same EK. `SoftwareTpmMaker.manufacture()` makes a TPM with a different EK when a
 two machines.
 
 swtpm listens on two adjacent loopback ports (the TCTI expects the control channel on the TPM
-port plus one); a start that loses a port race is retried on other ports. The TCTI string is what tpm2-pytss (`TCTILdr.parse`) and tpm2-tools
-(`--tcti`) take.
+port plus one); a start that loses a port race is retried on other ports. The TCTI string is
+what tpm2-pytss (`TCTILdr.parse`) and tpm2-tools (`--tcti`) take.
 """
 
 from __future__ import annotations
@@ -163,17 +163,29 @@ def _adjacent_free_ports() -> int:
     raise RuntimeError("no two adjacent free TCP ports on 127.0.0.1")
 
 
-def _wait_listening(process: subprocess.Popen, port: int, timeout: float = 5.0) -> bool:
+def _wait_listening(process: subprocess.Popen, port: int, timeout: float = 10.0) -> bool:
+    """True once swtpm accepts on both its ports and is still running. A probe of one port
+    alone once let CI start a test against a swtpm that was not there (ECONNREFUSED on the TPM
+    port): a probe whose ephemeral port is the very port it dials connects to itself (TCP
+    simultaneous open), and that probe's socket makes swtpm's bind fail."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    waiting = [port + 1, port]
+    while waiting and time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        try:
-            with socket.create_connection(("127.0.0.1", port + 1), timeout=0.2):
-                return True
-        except OSError:
+        if _accepts(waiting[0]):
+            waiting.pop(0)
+        else:
             time.sleep(0.02)
-    return False
+    return not waiting and process.poll() is None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+            return probe.getsockname() != probe.getpeername()  # not a self-connection
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
