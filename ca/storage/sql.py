@@ -23,8 +23,14 @@ operator command, or another `acmeda serve` worker on the same file. The wait fo
 outside any transaction and yields to the event loop, so the other requests of this process
 go on meanwhile (SQLite's own busy handler would block the loop for a millisecond or more).
 WAL checkpoints, which copy committed pages into the database file and fsync it, run on a
-thread of their own (`_Checkpointer`), not inside whichever COMMIT crossed SQLite's threshold:
-requests never wait for an fsync.
+thread of their own (`_Checkpointer`), not inside whichever COMMIT crossed SQLite's threshold.
+
+Durability: a writing block returns only once its commit is on disk, so nothing a response
+acknowledges is lost to a power cut. SQLite's own way (synchronous=FULL) fsyncs inside COMMIT,
+under the write lock: 0.6 ms of lock per transaction, one fsync each. Instead COMMIT only writes
+the WAL (synchronous=NORMAL) and the block then awaits `_WalSync`, which fsyncs the WAL on a
+thread for every commit made before that fsync began: concurrent transactions share one fsync
+(group commit) and no lock is held while it runs.
 
 PostgreSQL: a pool of asyncpg connections. A reading block runs without BEGIN and COMMIT: under
 READ COMMITTED, the isolation the writing transactions use too, a transaction would give its
@@ -35,14 +41,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 import asyncpg
 
@@ -154,15 +162,19 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 class SqliteDatabase:
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, write_lock_timeout: float = WRITE_LOCK_TIMEOUT) -> None:
+    def __init__(self, path: str, *, write_lock_timeout: float = WRITE_LOCK_TIMEOUT,
+                 fsync: Callable[[int], None] = os.fsync) -> None:
         # busy_timeout 0: a busy write lock raises at once and `_begin` retries without
         # blocking the event loop. In WAL mode nothing else inside a transaction waits on it.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=0",
-                       "wal_autocheckpoint=0"):
+        if self._conn.execute("PRAGMA journal_mode=WAL").fetchone() != ("wal",):
+            raise RuntimeError(f"SQLite database {path} cannot use WAL mode, which acmeda needs")
+        for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=0", "wal_autocheckpoint=0"):
             self._conn.execute(f"PRAGMA {pragma}")
         self._lock = asyncio.Lock()  # a safety net: only contended if a block ever suspended
         self._write_lock_timeout = write_lock_timeout
+        self._conn.execute("SELECT count(*) FROM sqlite_master")  # opens (creates) the -wal file
+        self._wal_sync = _WalSync(path + "-wal", fsync=fsync)
         self._checkpointer = _Checkpointer(path)
 
     def transaction(self):
@@ -187,9 +199,13 @@ class SqliteDatabase:
                     finally:
                         if self._conn.in_transaction:  # COMMIT failed: leave the connection clean
                             self._conn.execute("ROLLBACK")
+                    if begin == "BEGIN IMMEDIATE":
+                        commit = self._wal_sync.committed()
+                        break
                     return
             await asyncio.sleep(delay)  # the write lock is busy: no transaction is open here
             delay = _RETRY_SLEEP
+        await self._wal_sync.durable(commit)
 
     def _begin(self, begin: str, started: float) -> bool:
         """True once the transaction is open; False while another process holds the write lock."""
@@ -203,7 +219,56 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         self._conn.close()
+        self._wal_sync.close()
         self._checkpointer.stop()
+
+
+class _WalSync:
+    """Group commit: makes the commits of this connection durable by fsyncing the WAL file.
+
+    `committed()` numbers a commit; `durable(n)` returns once an fsync that began after commit
+    n has finished. One fsync runs at a time, on a thread; the commits made while it runs wait
+    for the next one, which covers them all. The WAL file keeps its inode while any connection
+    is open (SQLite deletes it only when the last one closes), so one descriptor serves; its
+    directory entry is synced once, since a new WAL file was just created. A WAL that a
+    checkpoint has already copied is restarted only after the database file itself was synced.
+    A failed fsync fails every commit waiting on it: what reached the disk is then unknown.
+    """
+
+    def __init__(self, wal_path: str, *, fsync: Callable[[int], None] = os.fsync) -> None:
+        self._fsync = fsync
+        self._fd = os.open(wal_path, os.O_RDONLY)
+        directory = os.open(os.path.dirname(os.path.abspath(wal_path)), os.O_RDONLY)
+        try:
+            fsync(directory)
+        finally:
+            os.close(directory)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-wal-sync")
+        self._commits = 0  # commits made on this connection
+        self._synced = 0  # commits known to be on disk
+        self._running: asyncio.Future | None = None
+
+    def committed(self) -> int:
+        self._commits += 1
+        return self._commits
+
+    async def durable(self, commit: int) -> None:
+        while self._synced < commit:
+            if self._running is None:
+                self._running = asyncio.ensure_future(self._sync(self._commits))
+            # shielded: a cancelled request must not cancel the fsync the others wait for
+            await asyncio.shield(self._running)
+
+    async def _sync(self, covering: int) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._fsync, self._fd)
+            self._synced = max(self._synced, covering)
+        finally:
+            self._running = None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        os.close(self._fd)
 
 
 class _Checkpointer:

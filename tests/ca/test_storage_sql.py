@@ -9,7 +9,10 @@ process (an operator command, another worker) on the same file.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -203,6 +206,96 @@ async def test_the_wal_is_checkpointed_off_the_request_path(tmp_path):
     wal = tmp_path / "acmeda.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0, "closing folds the rest of the WAL into the database"
     assert sqlite3.connect(main_file).execute("SELECT count(*) FROM acme_order").fetchone() == (300,)
+
+
+class _WalFsyncs:
+    """Stands in for os.fsync to watch and hold the WAL's fsyncs (a power cut cannot be staged
+    in a test; what is checked is that no write returns before an fsync that began after its
+    COMMIT has finished). Other descriptors (the directory, at start) are fsynced for real."""
+
+    def __init__(self, wal: Path) -> None:
+        self.wal, self.calls, self.fail = wal, 0, False
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, fd: int) -> None:
+        if not self.wal.exists() or os.fstat(fd).st_ino != self.wal.stat().st_ino:
+            return os.fsync(fd)
+        self.calls += 1
+        if not self.release.wait(10):
+            raise TimeoutError("the test never released the fsync")
+        if self.fail:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+async def _watched_database(tmp_path: Path) -> tuple[SqliteDatabase, _WalFsyncs]:
+    await (await _sqlite_store(tmp_path)).close()  # the schema
+    fsyncs = _WalFsyncs(tmp_path / "acmeda.db-wal")
+    return SqliteDatabase(str(tmp_path / "acmeda.db"), fsync=fsyncs), fsyncs
+
+
+def _rows_seen_by_another_connection(tmp_path: Path) -> int:
+    other = sqlite3.connect(tmp_path / "acmeda.db")
+    try:
+        return other.execute("SELECT count(*) FROM used_nonce").fetchone()[0]
+    finally:
+        other.close()
+
+
+async def _until(condition, seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the WAL was never fsynced")
+
+
+async def _insert_nonce(database: SqliteDatabase, nonce: str) -> None:
+    async with database.transaction() as tx:
+        await tx.run("INSERT INTO used_nonce (value, expires) VALUES (?, ?)", nonce, NOW)
+
+
+async def test_a_write_returns_only_once_its_commit_is_fsynced(tmp_path):
+    database, fsyncs = await _watched_database(tmp_path)
+    fsyncs.release.clear()
+    writing = asyncio.ensure_future(_insert_nonce(database, "n1"))
+    await _until(lambda: fsyncs.calls)
+    assert _rows_seen_by_another_connection(tmp_path) == 1, "the COMMIT has happened"
+    assert fsyncs.calls == 1 and not writing.done(), "the block must wait for the WAL's fsync"
+    fsyncs.release.set()
+    await asyncio.wait_for(writing, 5)
+    async with database.read() as tx:
+        assert await tx.one("SELECT count(*) FROM used_nonce") == (1,)
+    assert fsyncs.calls == 1, "a read fsyncs nothing"
+    await database.close()
+
+
+async def test_concurrent_writes_share_one_fsync(tmp_path):
+    database, fsyncs = await _watched_database(tmp_path)
+    fsyncs.release.clear()
+    first = asyncio.ensure_future(_insert_nonce(database, "first"))
+    await _until(lambda: fsyncs.calls)
+    # these commit while the first fsync runs: it began before them, so it cannot cover them
+    rest = [asyncio.ensure_future(_insert_nonce(database, f"n{i}")) for i in range(20)]
+    await asyncio.sleep(0.05)
+    assert _rows_seen_by_another_connection(tmp_path) == 21
+    assert not any(t.done() for t in [first, *rest])
+    fsyncs.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert fsyncs.calls == 2, f"21 commits, {fsyncs.calls} fsyncs: the 20 later ones should share one"
+    await database.close()
+
+
+async def test_a_failed_fsync_fails_the_write(tmp_path):
+    database, fsyncs = await _watched_database(tmp_path)
+    fsyncs.fail = True
+    with pytest.raises(OSError, match="Input/output error"):
+        await _insert_nonce(database, "lost")
+    fsyncs.fail = False
+    await _insert_nonce(database, "kept")  # the next write runs its own fsync
+    assert fsyncs.calls == 2
+    await database.close()
 
 
 async def test_a_nonce_is_redeemed_for_an_account_only_while_it_is_valid_and_holds_the_key(store):
