@@ -11,6 +11,8 @@ import logging
 import os
 import secrets
 from contextlib import suppress
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import AsyncIterator, Mapping
 
 from aiohttp import web
@@ -95,13 +97,30 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
     pseudonym_key = await get_or_create_setting(store, PSEUDONYM_KEY_SETTING, secrets.token_bytes(32))
     return Services(
         config=config, clock=clock, store=store,
-        nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime),
+        nonces=NonceService(nonce_key, clock, lifetime=config.nonce_lifetime,
+                            not_before=machine_boot_time(clock) if store.is_sqlite else None),
         authority=authority, issuer=Issuer(authority), profiles=profiles_for(config),
         validators=build_validators(config, clock, formats, trust, AliasRegistry(store, clock),
                                     FirstUseRegistry(store, clock)),
         pseudonym_key=pseudonym_key,
         tpm_enrollment=_tpm_enrollment(config, store, clock, attestation_ca),
     )
+
+
+def machine_boot_time(clock: Clock, proc_stat: Path = Path("/proc/stat")) -> datetime:
+    """When the kernel started (`btime`): a power cut loses only what was written since the
+    last fsync, and the machine boots again after it. Where /proc/stat cannot tell, this
+    server's start, which refuses more nonces (those of a mere restart) but none too few.
+    Never later than `clock.now()`, so that an injected clock that runs in the past still
+    redeems the nonces it mints."""
+    now = clock.now()
+    try:
+        for line in proc_stat.read_text().splitlines():
+            if line.startswith("btime "):
+                return min(now, datetime.fromtimestamp(int(line.split()[1]), timezone.utc))
+    except (OSError, ValueError):
+        pass
+    return now
 
 
 def _tpm_enrollment(config: Config, store: Store, clock: Clock, ca: AttestationAuthority | None) -> TpmEnrollment | None:

@@ -5,6 +5,10 @@ needs no database round trip: every replica holds the same key (kept in the data
 Redemption inserts the nonce into `used_nonce`, whose primary key makes a second
 redemption fail on any replica. Nonces older than `lifetime` are refused without a
 lookup, so the table only ever holds nonces younger than that and is pruned by age.
+
+On SQLite a redemption is committed without waiting for its fsync (see `ca.storage.sql`), so a
+power cut may forget it. The nonce still cannot be used again: `not_before` is the machine's
+boot time there, and the nonces minted before it are refused.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class NonceService:
         *,
         lifetime: timedelta = timedelta(minutes=30),
         randbytes: Callable[[int], bytes] = secrets.token_bytes,
+        not_before: datetime | None = None,
     ) -> None:
         if len(key) < 32:
             raise ValueError("nonce key must be at least 32 bytes")
@@ -55,6 +60,7 @@ class NonceService:
         self._clock = clock
         self._randbytes = randbytes
         self.lifetime = lifetime
+        self.not_before = not_before
 
     def issue(self) -> str:
         issued = int(self._clock.now().timestamp()).to_bytes(_TIME_LEN, "big")
@@ -76,6 +82,8 @@ class NonceService:
         if not hmac.compare_digest(mac, self._mac(body)):
             raise BadNonce("nonce was not issued by this server")
         issued = datetime.fromtimestamp(int.from_bytes(body[:_TIME_LEN], "big"), timezone.utc)
+        if self.not_before is not None and issued < self.not_before:
+            raise BadNonce("nonce was minted before the machine last started")
         expires = issued + self.lifetime
         if self._clock.now() >= expires:
             raise BadNonce("nonce has expired")

@@ -42,9 +42,11 @@ class Store:
         await migrate(url)
         return cls(SqliteDatabase(path))
 
-    def transaction(self):
-        """One transaction (an async context manager): committed when the block ends, rolled back if it raises."""
-        return self._database.transaction()
+    def transaction(self, *, durable: bool = True):
+        """One transaction (an async context manager): committed when the block ends, rolled back
+        if it raises. The block returns once the commit is on disk; `durable=False` lets it
+        return before (SQLite), for a write that a power cut may undo harmlessly."""
+        return self._database.transaction(durable=durable)
 
     def read(self):
         """A block that only reads (an async context manager): it waits for no writer."""
@@ -144,7 +146,9 @@ async def redeem_nonce_as(store: Store, account_id: str, thumbprint: str, value:
     that key. Returns the account as read (None: no such account) and whether this call
     redeemed the nonce (False: the account did not qualify, or the nonce was used before)."""
     if store.is_sqlite:
-        async with store.transaction() as tx:
+        # not durable: a redemption lost to a power cut cannot be replayed, as the nonces
+        # minted before the machine started are refused (`NonceService`, `not_before`)
+        async with store.transaction(durable=False) as tx:
             account = await get(tx, Account, account_id)
             if account is None or account.status != "valid" or account.key_thumbprint != thumbprint:
                 return account, False

@@ -30,7 +30,10 @@ acknowledges is lost to a power cut. SQLite's own way (synchronous=FULL) fsyncs 
 under the write lock: 0.6 ms of lock per transaction, one fsync each. Instead COMMIT only writes
 the WAL (synchronous=NORMAL) and the block then awaits `_WalSync`, which fsyncs the WAL on a
 thread for every commit made before that fsync began: concurrent transactions share one fsync
-(group commit) and no lock is held while it runs.
+(group commit) and no lock is held while it runs. The one exception is asked for by name,
+`transaction(durable=False)`: a nonce's redemption. A power cut may forget one, but cannot let
+the nonce be used again, since the nonces minted before the machine started are refused
+(`ca.nonces`).
 
 PostgreSQL: a pool of asyncpg connections. A reading block runs without BEGIN and COMMIT: under
 READ COMMITTED, the isolation the writing transactions use too, a transaction would give its
@@ -79,7 +82,7 @@ class Transaction(Protocol):
 class Database(Protocol):
     dialect: str
 
-    def transaction(self) -> Any: ...  # an async context manager yielding a Transaction
+    def transaction(self, *, durable: bool = True) -> Any: ...  # an async context manager yielding a Transaction
     def read(self) -> Any: ...  # the same, for blocks that only read
     async def close(self) -> None: ...
 
@@ -177,14 +180,14 @@ class SqliteDatabase:
         self._wal_sync = _WalSync(path + "-wal", fsync=fsync)
         self._checkpointer = _Checkpointer(path)
 
-    def transaction(self):
-        return self._transaction("BEGIN IMMEDIATE")
+    def transaction(self, *, durable: bool = True):
+        return self._transaction("BEGIN IMMEDIATE", durable)
 
     def read(self):
-        return self._transaction("BEGIN DEFERRED")
+        return self._transaction("BEGIN DEFERRED", False)
 
     @asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[_SqliteTransaction]:
+    async def _transaction(self, begin: str, durable: bool) -> AsyncIterator[_SqliteTransaction]:
         started, delay = time.monotonic(), 0.0
         while True:
             async with self._lock:
@@ -199,7 +202,7 @@ class SqliteDatabase:
                     finally:
                         if self._conn.in_transaction:  # COMMIT failed: leave the connection clean
                             self._conn.execute("ROLLBACK")
-                    if begin == "BEGIN IMMEDIATE":
+                    if durable:
                         commit = self._wal_sync.committed()
                         break
                     return
@@ -343,7 +346,8 @@ class PostgresDatabase:
         return cls(await asyncpg.create_pool(driver_url(url), min_size=1, max_size=pool_size, reset=_keep_session))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PostgresTransaction]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[_PostgresTransaction]:
+        # every commit is durable: PostgreSQL's synchronous_commit, which is its operator's to set
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PostgresTransaction(conn)
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import josepy as jose
 import pytest
+
+from ca.app import machine_boot_time
+from ca.clock import FrozenClock
+from ca.nonces import NonceService
 
 from tests.acme_client import b64, new_key, relative, sign
 
@@ -155,3 +160,29 @@ async def test_signed_by_another_accounts_key_is_malformed(acme):
     response = await acme.post(acme.directory["newOrder"], {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]}, key=other)
     doc = await problem(response, "malformed", 400)
     assert "signature" in doc["detail"]
+
+
+async def test_on_sqlite_a_nonce_minted_before_the_machine_started_is_bad_nonce(acme):
+    """On SQLite a nonce's redemption is not waited on to reach the disk (ca.storage.sql), so a
+    power cut may forget it; refusing every nonce minted before the boot closes that replay."""
+    nonces = acme.services.nonces
+    if not acme.services.store.is_sqlite:
+        assert nonces.not_before is None, "PostgreSQL commits every redemption durably: nothing to refuse"
+        return
+    assert nonces.not_before is not None and nonces.not_before <= acme.services.clock.now()
+    before_boot = NonceService(nonces._key, FrozenClock(nonces.not_before - timedelta(seconds=1))).issue()
+    response = await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce=before_boot)
+    doc = await problem(response, "badNonce", 400)
+    assert "minted before the machine last started" in doc["detail"]
+    at_boot = NonceService(nonces._key, FrozenClock(nonces.not_before)).issue()
+    assert nonces.check(at_boot) == nonces.not_before + nonces.lifetime
+
+
+def test_the_boot_time_comes_from_proc_stat_and_is_never_after_now(tmp_path):
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nbtime 1764756000\nprocesses 9\n")
+    assert machine_boot_time(FrozenClock(now), stat) == datetime.fromtimestamp(1764756000, timezone.utc)
+    assert machine_boot_time(FrozenClock(datetime(2025, 1, 1, tzinfo=timezone.utc)), stat) == \
+        datetime(2025, 1, 1, tzinfo=timezone.utc), "a clock in the past must still redeem its own nonces"
+    assert machine_boot_time(FrozenClock(now), tmp_path / "missing") == now, "unknown: this server's start"

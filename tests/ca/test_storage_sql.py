@@ -287,6 +287,20 @@ async def test_concurrent_writes_share_one_fsync(tmp_path):
     await database.close()
 
 
+async def test_a_nonce_redemption_does_not_wait_for_the_disk(tmp_path):
+    """Named in ca.storage.sql as the one write that need not be durable (ca.nonces says why)."""
+    database, fsyncs = await _watched_database(tmp_path)
+    store = Store(database)
+    account = Account(id="acct", key_thumbprint="thumb", jwk={"kty": "EC"}, status="valid", contact=[], created_at=NOW)
+    async with store.transaction() as tx:
+        await repo.insert(tx, account)
+    fsyncs.release.clear()
+    redeemed = await asyncio.wait_for(repo.redeem_nonce_as(store, "acct", "thumb", "n", NOW + timedelta(hours=1)), 2)
+    assert redeemed == (account, True) and fsyncs.calls == 1, "only the account's insert fsynced"
+    fsyncs.release.set()
+    await database.close()
+
+
 async def test_a_failed_fsync_fails_the_write(tmp_path):
     database, fsyncs = await _watched_database(tmp_path)
     fsyncs.fail = True
