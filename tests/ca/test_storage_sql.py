@@ -208,6 +208,33 @@ async def test_the_wal_is_checkpointed_off_the_request_path(tmp_path):
     assert sqlite3.connect(main_file).execute("SELECT count(*) FROM acme_order").fetchone() == (300,)
 
 
+def _wal_restarts(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it restarts the WAL."""
+    with wal.open("rb") as f:
+        header = f.read(16)
+    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+
+
+async def test_the_wal_restarts_under_sustained_writes(tmp_path):
+    """With writes going on at every moment, the WAL is still rewound to its start and does not
+    grow without bound (as it did with PASSIVE checkpoints, which a writer always outran). Writes
+    into a WAL that only grows also cost the kernel a fresh page for each."""
+    store = await _sqlite_store(tmp_path)
+    wal = tmp_path / "acmeda.db-wal"
+    first = _wal_restarts(wal)
+    deadline = asyncio.get_running_loop().time() + 1.5  # six checkpoint intervals
+    written = 0
+    while asyncio.get_running_loop().time() < deadline:
+        async with store.transaction(durable=False) as tx:
+            await tx.run("INSERT INTO used_nonce (value, expires) VALUES (?, ?)", repo.new_id(), NOW)
+        written += 1
+        await asyncio.sleep(0)
+    restarts = _wal_restarts(wal) - first
+    await store.close()
+    assert written > 1000, f"only {written} writes: the load was not sustained"
+    assert restarts >= 2, f"the WAL restarted {restarts} times in 1.5 s of writes"
+
+
 class _WalFsyncs:
     """Stands in for os.fsync to watch and hold the WAL's fsyncs (a power cut cannot be staged
     in a test; what is checked is that no write returns before an fsync that began after its
