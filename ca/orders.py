@@ -123,8 +123,7 @@ async def _check_rate_limit(tx: repo.Transaction, services: Services, account: A
     if limit <= 0:
         return
     since = now - timedelta(hours=1)
-    (count,) = await tx.one('SELECT count(*) FROM "acme_order" WHERE account_id = ? AND created_at >= ?', account.id, since)
-    if count >= limit:
+    if await repo.orders_created_since(tx, account.id, since) >= limit:
         raise RateLimited(f"too many new orders: at most {limit} per account per hour", headers={"Retry-After": "60"})
 
 

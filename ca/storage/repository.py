@@ -182,6 +182,11 @@ async def account_by_thumbprint(tx: Transaction, thumbprint: str) -> Account | N
     return found[0] if found else None
 
 
+async def orders_created_since(tx: Transaction, account_id: str, since: datetime) -> int:
+    (count,) = await tx.one('SELECT count(*) FROM "acme_order" WHERE account_id = ? AND created_at >= ?', account_id, since)
+    return count
+
+
 async def orders_of_account(tx: Transaction, account_id: str, *, after: str | None, limit: int) -> list[Order]:
     if after is None:
         return await select(tx, Order, "account_id = ?", account_id, order_by="id", limit=limit)
