@@ -76,6 +76,14 @@ class Account(SQLModel, table=True):
     created_at: datetime = _time(nullable=False)
 
 
+def _processing_index(name: str, since: str) -> sa.Index:
+    """The rows left `processing`, by when that began: housekeeping looks for stale ones every
+    30 s, and must not scan a table that keeps every order or challenge ever made. Partial, so
+    it holds only the few rows in flight."""
+    where = sa.text("status = 'processing'")
+    return sa.Index(name, since, sqlite_where=where, postgresql_where=where)
+
+
 class Order(SQLModel, table=True):
     __tablename__ = "acme_order"
     # An account's orders by time (the rate limit counts those of the last hour) and by id (the
@@ -84,6 +92,7 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_acme_order_account_id_created_at", "account_id", "created_at"),
         sa.Index("ix_acme_order_account_id_id", "account_id", "id"),
+        _processing_index("ix_acme_order_processing", "issuance_started"),
     )
     id: str = Field(primary_key=True, max_length=32)
     account_id: str = Field(max_length=32)
@@ -117,6 +126,7 @@ class Authorization(SQLModel, table=True):
 
 class Challenge(SQLModel, table=True):
     __tablename__ = "challenge"
+    __table_args__ = (_processing_index("ix_challenge_processing", "processing_since"),)
     id: str = Field(primary_key=True, max_length=32)
     authz_id: str = Field(index=True, max_length=32)
     type: str = Field(max_length=32)

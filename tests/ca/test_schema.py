@@ -7,6 +7,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
+import asyncpg
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
@@ -86,3 +88,35 @@ async def test_the_orders_list_pages_through_an_index_without_sorting(tmp_path):
     first, later = (_plan(path, sql, args) for sql, args in recorder.statements)
     assert "INDEX ix_acme_order_account_id_id (account_id=?)" in first and "TEMP B-TREE" not in first, first
     assert "INDEX ix_acme_order_account_id_id (account_id=? AND id>?)" in later and "TEMP B-TREE" not in later, later
+
+
+async def test_housekeeping_finds_stale_work_from_an_index_of_what_is_in_flight(tmp_path):
+    """Every 30 s each worker looks for challenges and orders left `processing`; the tables keep
+    everything ever issued, so that must not be a scan."""
+    path = str(tmp_path / "acmeda.db")
+    await migrate(path)
+    recorder = _Recorder()
+    await repo.stale_processing_challenges(recorder, NOW)
+    await repo.stale_processing_orders(recorder, NOW)
+    challenges, orders = (_plan(path, sql, args) for sql, args in recorder.statements)
+    assert challenges == "SEARCH challenge USING INDEX ix_challenge_processing (processing_since<?)", challenges
+    assert orders == "SEARCH acme_order USING INDEX ix_acme_order_processing (issuance_started<?)", orders
+
+
+async def test_the_in_flight_indexes_hold_only_the_rows_in_flight(database_url):
+    await migrate(database_url)
+    names = ("ix_challenge_processing", "ix_acme_order_processing")
+    if is_sqlite_url(database_url):
+        conn = sqlite3.connect(database_url)
+        try:
+            found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        finally:
+            conn.close()
+    else:
+        conn = await asyncpg.connect(database_url)
+        try:
+            found = dict(await conn.fetch("SELECT indexname, indexdef FROM pg_indexes"))
+        finally:
+            await conn.close()
+    for name in names:
+        assert "WHERE" in found[name] and "'processing'" in found[name].split("WHERE", 1)[1], found[name]
