@@ -358,3 +358,35 @@ async def test_a_nonce_is_redeemed_for_an_account_only_while_it_is_valid_and_hol
     assert await repo.redeem_nonce_as(store, account_id, account.key_thumbprint, nonce, expires) == (account, True), \
         "none of the refusals above may have used up the nonce"
     assert await repo.redeem_nonce_as(store, account_id, account.key_thumbprint, nonce, expires) == (account, False)
+
+
+async def _redeemed_nonces(store: Store, prefix: str) -> set[str]:
+    async with store.read() as tx:
+        return {row[0] for row in await tx.all('SELECT value FROM "used_nonce" WHERE value LIKE ?', prefix + "%")}
+
+
+async def test_pruning_deletes_the_expired_nonces_only_in_batches_that_free_the_event_loop(store):
+    """Under load a housekeeping round finds tens of thousands of expired nonces; one DELETE of
+    them all held SQLite's write lock and the event loop for a fifth of a second."""
+    prefix = f"prune-{repo.new_id()}-"
+    async with store.transaction() as tx:
+        for i in range(250):
+            assert await repo.redeem_nonce(tx, f"{prefix}old-{i}", NOW - timedelta(seconds=i + 1))
+        for i in range(30):
+            assert await repo.redeem_nonce(tx, f"{prefix}live-{i}", NOW + timedelta(seconds=i))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    started = ticks
+    assert await repo.prune_nonces(store, NOW, batch=100) == 250
+    ticking.cancel()
+    assert ticks - started >= 2, "the event loop must run between the batches (100, 100, then 50)"
+    assert await _redeemed_nonces(store, prefix) == {f"{prefix}live-{i}" for i in range(30)}
+    assert await repo.prune_nonces(store, NOW, batch=100) == 0
