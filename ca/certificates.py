@@ -185,7 +185,7 @@ async def revoke(services: Services, request: AuthenticatedRequest) -> None:
         cert = await repo.get(tx, Certificate, serial_hex(presented.serial_number))
         if cert is None or cert.der != presented.public_bytes(serialization.Encoding.DER):
             raise not_found("a certificate issued by this CA with that serial")
-        await _authorize_revocation(tx, request, cert, presented)
+        await _authorize_revocation(tx, request, cert, presented, services.clock.now())
         if cert.revoked_at is not None:
             raise AlreadyRevoked(f"certificate {cert.serial} was revoked at {cert.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
         revoked = await tx.run('UPDATE "certificate" SET revoked_at = ?, revocation_reason = ? '
@@ -194,27 +194,30 @@ async def revoke(services: Services, request: AuthenticatedRequest) -> None:
             raise AlreadyRevoked(f"certificate {cert.serial} was revoked by a concurrent request")
 
 
-async def _authorize_revocation(tx: repo.Transaction, request: AuthenticatedRequest, cert: Certificate, presented: x509.Certificate) -> None:
+async def _authorize_revocation(tx: repo.Transaction, request: AuthenticatedRequest, cert: Certificate,
+                                presented: x509.Certificate, now: datetime) -> None:
     if request.account is None:  # signed with a jwk: must be the certificate's own key
         if spki_der(account_public_key_from_jwk(request.jwk)) != spki_der(presented.public_key()):
             raise Unauthorized("the JWS key is not the certificate's key")
         return
     if request.account.id == cert.account_id:
         return
-    if not await _holds_authorizations(tx, request.account.id, cert.identifiers):
-        raise Unauthorized("the account neither owns the certificate nor holds valid authorizations for its identifiers")
+    if not await _holds_authorizations(tx, request.account.id, cert.identifiers, now):
+        raise Unauthorized("the account neither owns the certificate nor holds valid, unexpired authorizations for all its identifiers")
 
 
 def account_public_key_from_jwk(jwk: jose.JWK):
     return getattr(jwk.key, "_wrapped", jwk.key)
 
 
-async def _holds_authorizations(tx: repo.Transaction, account_id: str, identifiers: list[dict]) -> bool:
+async def _holds_authorizations(tx: repo.Transaction, account_id: str, identifiers: list[dict], now: datetime) -> bool:
+    """Whether the account holds a valid, unexpired authorization for every identifier: an
+    expired one proved control once, not now."""
     for ident in identifiers:
         value = ident["value"][2:] if ident["value"].startswith("*.") else ident["value"]
         found = await tx.one(
             'SELECT id FROM "authorization" WHERE account_id = ? AND status = ? AND identifier_type = ? '
-            'AND identifier_value = ? LIMIT 1', account_id, Status.VALID.value, ident["type"], value)
+            'AND identifier_value = ? AND expires > ? LIMIT 1', account_id, Status.VALID.value, ident["type"], value, now)
         if found is None:
             return False
     return True

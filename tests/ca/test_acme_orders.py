@@ -161,6 +161,26 @@ async def test_revocation_by_account_and_reasons(account, responder):
     await problem(await account.post(url, {"certificate": b64(der)}), "alreadyRevoked", 400)
 
 
+async def test_revocation_by_another_account_that_holds_current_authorizations(account, responder, clock):
+    """§7.6: an account that did not order a certificate may revoke it once it holds valid
+    authorizations for all its identifiers; expired ones do not count (they prove nothing now)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    _, _, chain = await issue_ip_certificate(account, responder)
+    der = x509.load_pem_x509_certificates(chain)[0].public_bytes(Encoding.DER)
+    url = account.directory["revokeCert"]
+    other = AcmeSession(account.http, directory=account.directory)
+    await other.new_account()
+    await validate_ip_order(other, responder)
+    clock.advance(timedelta(hours=25))  # the other account's authorization has expired (orders live 24 h)
+    refused = await problem(await other.post(url, {"certificate": b64(der)}), "unauthorized", 403)
+    assert "valid, unexpired authorizations" in refused["detail"]
+    await validate_ip_order(other, responder)
+    ok = await other.post(url, {"certificate": b64(der), "reason": 1})
+    assert ok.status == 200, await ok.text()
+    await problem(await account.post(url, {"certificate": b64(der)}), "alreadyRevoked", 400)
+
+
 async def test_revocation_by_certificate_key(account, responder):
     order_url, order = await validate_ip_order(account, responder)
     csr, cert_key = make_csr(["127.0.0.1"])
