@@ -60,7 +60,7 @@ import asyncpg
 
 WRITE_LOCK_TIMEOUT = 30.0  # seconds a transaction waits for another process's write lock
 CHECKPOINT_INTERVAL = 0.25  # seconds between two WAL checkpoints of the background thread
-CHECKPOINT_LOCK_WAIT = 0.1  # seconds the checkpointer waits for the write lock (off the event loop)
+CHECKPOINT_FULL_TRIES = 20  # FULL checkpoint attempts of a round, a millisecond apart, while the lock is busy
 WAL_SIZE_LIMIT = 64 << 20  # bytes a rewound WAL file is truncated to, after a burst made it larger
 # Another process holds the write lock for a fraction of a millisecond (longer only when the OS
 # preempts it), and the event loop's timers count whole milliseconds. So a refused transaction
@@ -281,18 +281,20 @@ class _WalSync:
 class _Checkpointer:
     """A thread that checkpoints the WAL every `CHECKPOINT_INTERVAL` seconds, on its own connection.
 
-    A RESTART checkpoint takes the write lock, waiting up to `CHECKPOINT_LOCK_WAIT` for it, copies
-    every frame and syncs the database file; the next write then starts the WAL over from its
-    beginning. PASSIVE checkpoints, which take no lock, never let that happen under steady load:
-    a commit always landed while they copied, so the WAL grew by every write (375 MB in 18 s of
-    the issuance bench), and each append cost the kernel a fresh zeroed page. Writers wait for
-    the lock meanwhile (a few milliseconds, four times a second). If the lock or a reader stays
-    busy, the round does what it can without it, like PASSIVE. The last round runs when the
-    database is closed.
+    A round first copies what it can without any lock (PASSIVE), then takes the write lock for a
+    FULL checkpoint of the frames committed meanwhile, so that the whole WAL is in the database
+    file and the next write starts the WAL over from its beginning. PASSIVE alone never let that
+    happen under steady load: a commit always landed while it copied, so the WAL grew by every
+    write (375 MB in 18 s of the issuance bench), and each append cost the kernel a fresh zeroed
+    page. Writers wait while FULL holds the lock: a sync of the database file, four times a
+    second. FULL is tried without SQLite's busy wait, which would hold the lock while waiting
+    for readers of an older snapshot (a long backup, say): a busy attempt gives the lock back at
+    once and the next one comes a millisecond later, `CHECKPOINT_FULL_TRIES` times at most. The
+    last round runs when the database is closed.
     """
 
     def __init__(self, path: str, interval: float = CHECKPOINT_INTERVAL) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=CHECKPOINT_LOCK_WAIT)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._interval = interval
         self._stopping = threading.Event()
@@ -307,7 +309,12 @@ class _Checkpointer:
 
     def _checkpoint(self) -> None:
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            for _ in range(CHECKPOINT_FULL_TRIES):
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+                if not busy or self._stopping.is_set():
+                    return
+                time.sleep(0.001)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
