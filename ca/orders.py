@@ -165,8 +165,9 @@ async def _add_authorization(tx: repo.Transaction, order: Order, identifier: Ide
 async def load_order(services: Services, order_id: str, account: Account) -> OrderView:
     now = services.clock.now()
     async with services.store.read() as tx:
-        order = await repo.owned(tx, Order, order_id, account.id, "order")
-        authzs = await repo.authorizations_of_order(tx, order.id)
+        found = await repo.order_with_authorizations(tx, order_id)
+    order, authzs = found or (None, [])
+    repo.check_owned(order, account.id, "order")
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
     status = order_status(Status(order.status), order.expires, statuses, now)
     return OrderView(order, status, tuple(a.id for a in authzs), tuple(authzs))
@@ -174,8 +175,9 @@ async def load_order(services: Services, order_id: str, account: Account) -> Ord
 
 async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
     async with services.store.read() as tx:
-        authz = await repo.owned(tx, Authorization, authz_id, account.id, "authorization")
-        challenges = await repo.challenges_of(tx, [authz.id])
+        found = await repo.authorization_with_challenges(tx, authz_id)
+    authz, challenges = found or (None, [])
+    repo.check_owned(authz, account.id, "authorization")
     status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
     return AuthzView(authz, status, tuple(challenges))
 

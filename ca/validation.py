@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 async def respond(services: Services, challenge_id: str, account: Account, payload: dict[str, Any] | None) -> tuple[Challenge, str]:
     """Handle a POST to a challenge URL; return the challenge and its authorization id."""
     async with services.store.transaction() as tx:
-        challenge = await repo.get(tx, Challenge, challenge_id)
-        if challenge is None:
+        found = await repo.challenge_with_authorization(tx, challenge_id)
+        if found is None:
             raise not_found("challenge")
-        authz = await repo.get(tx, Authorization, challenge.authz_id)
-        assert authz is not None
+        challenge, authz, _ = found
         if authz.account_id != account.id:
             raise Unauthorized("the challenge belongs to a different account")
         if payload is None or challenge.status != Status.PENDING.value:
@@ -79,14 +78,10 @@ def schedule(services: Services, challenge_id: str) -> asyncio.Task:
 
 async def validate(services: Services, challenge_id: str) -> None:
     async with services.store.read() as tx:
-        challenge = await repo.get(tx, Challenge, challenge_id)
-        if challenge is None or challenge.status != Status.PROCESSING.value:
-            return
-        authz = await repo.get(tx, Authorization, challenge.authz_id)
-        account = await repo.get(tx, Account, authz.account_id) if authz else None
-    if authz is None or account is None:
+        found = await repo.challenge_with_authorization(tx, challenge_id)
+    if found is None or found[0].status != Status.PROCESSING.value:
         return
-    thumb = account.key_thumbprint  # RFC 7638, computed when the key was registered
+    challenge, authz, thumb = found  # thumb: the account key's RFC 7638 thumbprint, kept since it registered
     identifier = Identifier(IdentifierType(authz.identifier_type), authz.identifier_value)
     request = ValidationRequest(identifier, challenge.token, key_authorization(challenge.token, thumb),
                                 challenge.payload or {}, thumb)

@@ -62,6 +62,8 @@ class Table(Generic[R]):
         self._decoders = tuple(_decoder(columns[n]) for n in names)
         column_list = ", ".join(quoted(n) for n in names)
         self.select_sql = f"SELECT {column_list} FROM {self.name}"
+        self.columns_sql = ", ".join(f"{self.name}.{quoted(n)}" for n in names)  # for joins
+        self.width = len(names)
         self.get_sql = f"{self.select_sql} WHERE {quoted(self.key)} = ?"
         self.insert_sql = f"INSERT INTO {self.name} ({column_list}) VALUES ({placeholders(len(names))})"
 

@@ -112,7 +112,10 @@ async def select(tx: Transaction, record_type: type[R], where: str, *args: Any, 
 
 async def owned(tx: Transaction, record_type: type[R], key: Any, account_id: str, what: str) -> R:
     """The record `key` if it belongs to `account_id`: 404 if it does not exist, 403 if another's."""
-    record = await get(tx, record_type, key)
+    return check_owned(await get(tx, record_type, key), account_id, what)
+
+
+def check_owned(record: R | None, account_id: str, what: str) -> R:
     if record is None:
         raise not_found(what)
     if record.account_id != account_id:  # type: ignore[attr-defined]
@@ -217,6 +220,52 @@ async def orders_of_account(tx: Transaction, account_id: str, *, after: str | No
 
 async def authorizations_of_order(tx: Transaction, order_id: str) -> list[Authorization]:
     return await select(tx, Authorization, "order_id = ?", order_id, order_by="id")
+
+
+# One statement for a record and what hangs off it: on PostgreSQL every statement is a round
+# trip (and a wake-up of both processes), and these reads come with most requests of a flow.
+
+def _parent_and_children(rows: Sequence[Sequence[Any]], parent: type[R], child: type) -> tuple[R, list] | None:
+    """Decode the rows of `parent LEFT JOIN child`: the parent's columns first, then the child's."""
+    if not rows:
+        return None
+    parents, children = table_of(parent), table_of(child)
+    found = [children.decode(row[parents.width:]) for row in rows if row[parents.width] is not None]
+    return parents.decode(rows[0][:parents.width]), found
+
+
+async def order_with_authorizations(tx: Transaction, order_id: str) -> tuple[Order, list[Authorization]] | None:
+    return _parent_and_children(await tx.all(_ORDER_WITH_AUTHORIZATIONS_SQL, order_id), Order, Authorization)
+
+
+async def authorization_with_challenges(tx: Transaction, authz_id: str) -> tuple[Authorization, list[Challenge]] | None:
+    return _parent_and_children(await tx.all(_AUTHORIZATION_WITH_CHALLENGES_SQL, authz_id), Authorization, Challenge)
+
+
+async def challenge_with_authorization(tx: Transaction, challenge_id: str) -> tuple[Challenge, Authorization, str] | None:
+    """The challenge, its authorization, and the key thumbprint of the account that owns them."""
+    row = await tx.one(_CHALLENGE_WITH_AUTHORIZATION_SQL, challenge_id)
+    if row is None:
+        return None
+    challenges, authorizations = table_of(Challenge), table_of(Authorization)
+    authz_end = challenges.width + authorizations.width
+    return challenges.decode(row[:challenges.width]), authorizations.decode(row[challenges.width:authz_end]), row[authz_end]
+
+
+def _join_sql(parent: type, child: type, foreign_key: str) -> str:
+    parents, children = table_of(parent), table_of(child)
+    return (f"SELECT {parents.columns_sql}, {children.columns_sql} FROM {parents.name} "
+            f"LEFT JOIN {children.name} ON {children.name}.{quoted(foreign_key)} = {parents.name}.{quoted(parents.key)} "
+            f"WHERE {parents.name}.{quoted(parents.key)} = ? ORDER BY {children.name}.{quoted(children.key)}")
+
+
+_ORDER_WITH_AUTHORIZATIONS_SQL = _join_sql(Order, Authorization, "order_id")
+_AUTHORIZATION_WITH_CHALLENGES_SQL = _join_sql(Authorization, Challenge, "authz_id")
+_CHALLENGE_WITH_AUTHORIZATION_SQL = (
+    f'SELECT {table_of(Challenge).columns_sql}, {table_of(Authorization).columns_sql}, "account".key_thumbprint '
+    'FROM "challenge" JOIN "authorization" ON "authorization".id = "challenge".authz_id '
+    'JOIN "account" ON "account".id = "authorization".account_id WHERE "challenge".id = ?'
+)
 
 
 async def challenges_of(tx: Transaction, authz_ids: Sequence[str]) -> list[Challenge]:

@@ -22,7 +22,7 @@ from sqlalchemy import insert as sa_insert, select as sa_select
 
 from ca.storage import repository as repo, tables
 from ca.storage.db import is_sqlite_url, make_postgres_engine, make_sqlite_engine
-from ca.storage.records import Account, Order, Table
+from ca.storage.records import Account, Authorization, Challenge, Order, Table
 from ca.storage.repository import Conflict, Store
 from ca.storage.sql import SqliteDatabase, postgres_sql
 
@@ -390,3 +390,27 @@ async def test_pruning_deletes_the_expired_nonces_only_in_batches_that_free_the_
     assert ticks - started >= 2, "the event loop must run between the batches (100, 100, then 50)"
     assert await _redeemed_nonces(store, prefix) == {f"{prefix}live-{i}" for i in range(30)}
     assert await repo.prune_nonces(store, NOW, batch=100) == 0
+
+
+async def test_a_record_is_read_with_what_hangs_off_it_in_one_statement(store):
+    """The joined reads (one round trip on PostgreSQL) give what the separate reads give."""
+    account = Account(id=repo.new_id(), key_thumbprint=f"key-{repo.new_id()}", jwk={"kty": "EC"}, status="valid",
+                      contact=[], created_at=NOW)
+    order, lone = _order(repo.new_id(), account_id=account.id), _order(repo.new_id(), account_id=account.id)
+    authzs = [Authorization(id=f"{order.id}-{n}", order_id=order.id, account_id=account.id, identifier_type="dns",
+                            identifier_value=f"{n}.example", status="pending", expires=NOW, evidence={"n": n})
+              for n in (2, 1)]
+    challenges = [Challenge(id=f"{authzs[0].id}-{kind}", authz_id=authzs[0].id, type=kind, token=repo.new_id(),
+                            status="pending") for kind in ("http-01", "dns-01")]
+    async with store.transaction() as tx:
+        for record in (account, order, lone, *authzs, *challenges):
+            await repo.insert(tx, record)
+    async with store.read() as tx:
+        assert await repo.order_with_authorizations(tx, order.id) == (order, sorted(authzs, key=lambda a: a.id))
+        assert await repo.order_with_authorizations(tx, lone.id) == (lone, [])
+        assert await repo.order_with_authorizations(tx, "no-such-order") is None
+        assert await repo.authorization_with_challenges(tx, authzs[0].id) == (authzs[0], sorted(challenges, key=lambda c: c.id))
+        assert await repo.authorization_with_challenges(tx, authzs[1].id) == (authzs[1], [])
+        assert await repo.authorization_with_challenges(tx, "no-such-authz") is None
+        assert await repo.challenge_with_authorization(tx, challenges[1].id) == (challenges[1], authzs[0], account.key_thumbprint)
+        assert await repo.challenge_with_authorization(tx, "no-such-challenge") is None
