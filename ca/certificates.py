@@ -73,8 +73,11 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     order = view.order
     order.status, order.csr = Status.PROCESSING.value, csr_der
     order.serial, order.issuance_started = serial_hex(new_serial()), services.clock.now()
+    # From a stored `pending` too: the order is ready by its authorizations (checked above), and
+    # two replicas that validated its last two at once may each have seen the other's pending.
+    # A deactivation since stored `invalid`, which this refuses.
     async with services.store.transaction() as tx:
-        started = await repo.transition(tx, Order, order_id, [Status.READY.value],
+        started = await repo.transition(tx, Order, order_id, [Status.READY.value, Status.PENDING.value],
                                         status=order.status, csr=order.csr, serial=order.serial,
                                         issuance_started=order.issuance_started)
     if not started:

@@ -125,6 +125,29 @@ async def test_failed_http01_makes_challenge_authz_and_order_invalid(account, re
     assert (await again.json())["status"] == "invalid", "a token validates once"
 
 
+async def test_an_order_whose_authorizations_all_turned_valid_is_finalized_whatever_its_stored_status(account):
+    """Two replicas that validate an order's two authorizations at the same moment each see the
+    other's still pending (PostgreSQL, READ COMMITTED), so neither stores the order `ready`. The
+    order is ready by its authorizations (RFC 8555 §7.1.6) and finalize must go by that; it
+    refused forever before. The end state of that race is set up here directly in the store."""
+    from ca.storage import repository as repo
+    from ca.storage.records import Authorization, Order
+
+    response = await account.new_order([{"type": "ip", "value": "127.0.0.1"}, {"type": "ip", "value": "::1"}])
+    order_url, order = response.headers["Location"], await response.json()
+    store = account.services.store
+    async with store.transaction() as tx:
+        for authz_url in order["authorizations"]:
+            assert await repo.transition(tx, Authorization, authz_url.rsplit("/", 1)[1], ["pending"], status="valid")
+    async with store.read() as tx:
+        assert (await repo.get(tx, Order, order_url.rsplit("/", 1)[1])).status == "pending"
+    assert (await (await account.get(order_url)).json())["status"] == "ready"
+    csr, _ = make_csr(["127.0.0.1", "::1"])
+    finalized = await account.post(order["finalize"], {"csr": b64(csr)})
+    assert finalized.status == 200, await finalized.text()
+    assert (await poll(account, order_url, {"valid", "invalid"}))["status"] == "valid"
+
+
 async def test_order_expires(account, clock):
     response = await account.new_order([{"type": "ip", "value": "127.0.0.1"}])
     clock.advance(timedelta(hours=25))
