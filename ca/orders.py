@@ -156,9 +156,9 @@ async def _add_authorization(tx: repo.Transaction, order: Order, identifier: Ide
     if not offered:
         raise RejectedIdentifier(f"no challenge type able to validate {identifier} is enabled on this server")
     await repo.insert(tx, authz)
-    for kind in offered:
-        await repo.insert(tx, Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
-                                        token=secrets.token_urlsafe(32), status=Status.PENDING.value))
+    await repo.insert_all(tx, [Challenge(id=repo.new_id(), authz_id=authz.id, type=kind.value,
+                                         token=secrets.token_urlsafe(32), status=Status.PENDING.value)
+                               for kind in offered])
     return authz.id
 
 

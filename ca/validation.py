@@ -134,9 +134,7 @@ async def _advance_order(tx: repo.Transaction, order_id: str, authz_valid: bool)
     if not authz_valid:
         await repo.transition(tx, Order, order_id, [Status.PENDING.value], status=Status.INVALID.value)
         return
-    authzs = await repo.authorizations_of_order(tx, order_id)
-    if all(a.status == Status.VALID.value for a in authzs):
-        await repo.transition(tx, Order, order_id, [Status.PENDING.value], status=Status.READY.value)
+    await repo.mark_order_ready_if_authorized(tx, order_id)
 
 
 async def resume_stale(services: Services) -> int:

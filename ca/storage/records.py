@@ -65,7 +65,9 @@ class Table(Generic[R]):
         self.columns_sql = ", ".join(f"{self.name}.{quoted(n)}" for n in names)  # for joins
         self.width = len(names)
         self.get_sql = f"{self.select_sql} WHERE {quoted(self.key)} = ?"
-        self.insert_sql = f"INSERT INTO {self.name} ({column_list}) VALUES ({placeholders(len(names))})"
+        self.insert_into = f"INSERT INTO {self.name} ({column_list}) VALUES "
+        self.row_placeholders = f"({placeholders(len(names))})"
+        self.insert_sql = self.insert_into + self.row_placeholders
 
     def decode(self, row: Any) -> R:
         values = {name: (value if decode is None else decode(value))

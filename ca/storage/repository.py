@@ -81,6 +81,18 @@ async def insert(tx: Transaction, record: Any) -> None:
     await tx.run(table.insert_sql, *table.values_of(record))
 
 
+async def insert_all(tx: Transaction, records: Sequence[Any]) -> None:
+    """Insert records of one type with one statement (one round trip on PostgreSQL)."""
+    if not records:
+        return
+    record_type = type(records[0])
+    if any(type(record) is not record_type for record in records):
+        raise TypeError("insert_all takes records of one type")
+    table = table_of(record_type)
+    await tx.run(table.insert_into + ", ".join([table.row_placeholders] * len(records)),
+                 *[value for record in records for value in table.values_of(record)])
+
+
 def _update_sql(record_type: type, values: dict[str, Any]) -> str:
     """`UPDATE <table> SET <values> WHERE <key> = ?`, for more conditions to be appended."""
     table = table_of(record_type)
@@ -217,6 +229,13 @@ async def orders_of_account(tx: Transaction, account_id: str, *, after: str | No
 
 
 # --- orders, authorizations, challenges -----------------------------------------------------------
+
+async def mark_order_ready_if_authorized(tx: Transaction, order_id: str) -> bool:
+    """Move a pending order to ready if every one of its authorizations is valid (one statement)."""
+    return await tx.run(
+        'UPDATE "acme_order" SET status = \'ready\' WHERE id = ? AND status = \'pending\' AND NOT EXISTS '
+        '(SELECT 1 FROM "authorization" WHERE order_id = ? AND status <> \'valid\')', order_id, order_id) == 1
+
 
 async def authorizations_of_order(tx: Transaction, order_id: str) -> list[Authorization]:
     return await select(tx, Authorization, "order_id = ?", order_id, order_by="id")

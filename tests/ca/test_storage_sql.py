@@ -414,3 +414,34 @@ async def test_a_record_is_read_with_what_hangs_off_it_in_one_statement(store):
         assert await repo.authorization_with_challenges(tx, "no-such-authz") is None
         assert await repo.challenge_with_authorization(tx, challenges[1].id) == (challenges[1], authzs[0], account.key_thumbprint)
         assert await repo.challenge_with_authorization(tx, "no-such-challenge") is None
+
+
+async def test_an_order_is_marked_ready_only_once_all_its_authorizations_are_valid(store):
+    order = _order(repo.new_id(), account_id="acct")
+    authzs = [Authorization(id=f"{order.id}-{n}", order_id=order.id, account_id="acct", identifier_type="dns",
+                            identifier_value=f"{n}.example", status="pending", expires=NOW) for n in range(2)]
+    async with store.transaction() as tx:
+        await repo.insert(tx, order)
+        await repo.insert_all(tx, authzs)
+    for authz, ready in ((authzs[0], False), (authzs[1], True)):
+        async with store.transaction() as tx:
+            await repo.update(tx, Authorization, authz.id, status="valid")
+            assert await repo.mark_order_ready_if_authorized(tx, order.id) is ready
+    async with store.transaction() as tx:
+        assert await repo.mark_order_ready_if_authorized(tx, order.id) is False, "ready already"
+        assert (await repo.get(tx, Order, order.id)).status == "ready"
+
+
+async def test_records_inserted_together_go_in_all_or_none(store):
+    authz_id = repo.new_id()
+    challenges = [Challenge(id=f"{authz_id}-{n}", authz_id=authz_id, type="http-01", token=f"{authz_id}-{n}",
+                            status="pending") for n in range(3)]
+    taken = Challenge(id=f"{authz_id}-x", authz_id=authz_id, type="dns-01", token=challenges[0].token, status="pending")
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await repo.insert_all(tx, [*challenges[1:], taken, challenges[0]])
+    async with store.transaction() as tx:
+        await repo.insert_all(tx, challenges)
+        assert await repo.challenges_of(tx, [authz_id]) == challenges
+        with pytest.raises(TypeError):
+            await repo.insert_all(tx, [challenges[0], _order("o")])
