@@ -136,6 +136,28 @@ def test_placeholders_become_numbered_for_postgresql():
 
 # --- SQLite's write lock, held by another process ----------------------------------------------
 
+class _LoopTurns:
+    """Counts how often a task that yields every `every` seconds got to run inside the block:
+    whether the event loop stayed free while the block's work went on."""
+
+    def __init__(self, every: float = 0.0) -> None:
+        self.count, self._every = 0, every
+
+    async def __aenter__(self) -> "_LoopTurns":
+        self._task = asyncio.create_task(self._turn())
+        await asyncio.sleep(0)  # started: its first turn is not counted
+        self.count = 0
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+
+    async def _turn(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(self._every)
+
+
 async def _sqlite_store(tmp_path: Path) -> Store:
     return await Store.open(str(tmp_path / "acmeda.db"))
 
@@ -144,28 +166,20 @@ async def test_a_writer_waits_for_another_process_without_blocking_the_event_loo
     store = await _sqlite_store(tmp_path)
     other = sqlite3.connect(tmp_path / "acmeda.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # the other process holds the write lock
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
 
     async def write() -> None:
         async with store.transaction() as tx:
             await repo.insert(tx, _order("waited"))
 
-    ticking = asyncio.create_task(ticker())
-    writing = asyncio.create_task(write())
-    await asyncio.sleep(0.2)
-    assert not writing.done(), "the write must wait while the other process holds the lock"
-    async with store.read() as tx:  # reads do not wait for writers
-        assert await repo.get(tx, Order, "waited") is None
-    other.execute("COMMIT")
-    await asyncio.wait_for(writing, 2)
-    ticking.cancel()
-    assert ticks > 50, f"the event loop ran only {ticks} times while the write waited"
+    async with _LoopTurns(every=0.001) as turns:
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(0.2)
+        assert not writing.done(), "the write must wait while the other process holds the lock"
+        async with store.read() as tx:  # reads do not wait for writers
+            assert await repo.get(tx, Order, "waited") is None
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, 2)
+    assert turns.count > 50, f"the event loop ran only {turns.count} times while the write waited"
     async with store.read() as tx:
         assert (await repo.get(tx, Order, "waited")) is not None
     other.close()
@@ -374,20 +388,9 @@ async def test_pruning_deletes_the_expired_nonces_only_in_batches_that_free_the_
             assert await repo.redeem_nonce(tx, f"{prefix}old-{i}", NOW - timedelta(seconds=i + 1))
         for i in range(30):
             assert await repo.redeem_nonce(tx, f"{prefix}live-{i}", NOW + timedelta(seconds=i))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    started = ticks
-    assert await repo.prune_nonces(store, NOW, batch=100) == 250
-    ticking.cancel()
-    assert ticks - started >= 2, "the event loop must run between the batches (100, 100, then 50)"
+    async with _LoopTurns() as turns:
+        assert await repo.prune_nonces(store, NOW, batch=100) == 250
+    assert turns.count >= 2, "the event loop must run between the batches (100, 100, then 50)"
     assert await _redeemed_nonces(store, prefix) == {f"{prefix}live-{i}" for i in range(30)}
     assert await repo.prune_nonces(store, NOW, batch=100) == 0
 
