@@ -43,7 +43,7 @@ test: system-deps $(TEST_STAMP)
 # runs acmeda over PostgreSQL where one answers at 127.0.0.1:5432 (as the tests do).
 BENCH_PG := postgresql://postgres@127.0.0.1:5432/postgres
 bench: system-deps $(TEST_STAMP)
-	$(PY) bench/issuance.py $$(pg_isready -q -h 127.0.0.1 -p 5432 && echo --database-url $(BENCH_PG))
+	$(PY) bench/issuance.py --pebble-validating $$(pg_isready -q -h 127.0.0.1 -p 5432 && echo --database-url $(BENCH_PG))
 	$(PY) bench/attestation.py --docs docs/performance.md
 	$(PY) bench/device.py --docs docs/performance.md
 	$(PY) bench/tpm_enrollment.py --docs docs/performance.md

@@ -1,7 +1,7 @@
 """`make bench`: issuance throughput of acmeda next to Pebble, measured by the same load client.
 
     python bench/issuance.py [--concurrency 1 8 32] [--count N] [--rounds 3] [--database-url postgresql://…]
-                             [--docs docs/performance.md | --no-docs] [--no-pebble] [--no-profile]
+                             [--docs docs/performance.md | --no-docs] [--no-pebble] [--pebble-validating] [--no-profile]
                              [--keep-tmp]
 
 In each of --rounds rounds (default 3), for every concurrency (default 1, 8, 32) and every
@@ -20,6 +20,9 @@ PEBBLE_VA_ALWAYS_VALID=1 (no validation), PEBBLE_VA_NOSLEEP=1, PEBBLE_WFE_NONCER
 never reuses authorizations, so both servers get the same request sequence per issuance).
 Pebble 2.4.0's in-memory store can deadlock under concurrent load, so a failed Pebble run
 is repeated with a fresh Pebble (--pebble-retries, default 2) and reported as repeated.
+With --pebble-validating (`make bench` passes it), Pebble also runs with its validation on,
+against the load client's responder as acmeda does: a like-for-like reference row, outside
+the ratio.
 """
 
 from __future__ import annotations
@@ -173,15 +176,18 @@ def make_tls_certificate(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def start_pebble(tmp: Path, name: str, pebble: str) -> Server:
+def start_pebble(tmp: Path, name: str, pebble: str, *, validating: bool = False) -> Server:
+    """Pebble as the issue prescribes; `validating`: with its validation on, against the load
+    client's http-01 responder as acmeda's (a reference, outside the ratio)."""
     workdir = tmp / name
     ca_pem, cert_pem, key_pem = make_tls_certificate(workdir)
-    port = free_port()
+    port, http01_port = free_port(), free_port()
+    env_settings = {k: v for k, v in PEBBLE_ENV.items() if not (validating and k == "PEBBLE_VA_ALWAYS_VALID")}
     config = {"pebble": {
         "listenAddress": f"127.0.0.1:{port}",
         "managementListenAddress": f"127.0.0.1:{free_port()}",
         "certificate": str(cert_pem), "privateKey": str(key_pem),
-        "httpPort": free_port(), "tlsPort": free_port(),
+        "httpPort": http01_port, "tlsPort": free_port(),
         "ocspResponderURL": "", "externalAccountBindingRequired": False,
     }}
     config_path = workdir / "pebble-config.json"
@@ -189,7 +195,7 @@ def start_pebble(tmp: Path, name: str, pebble: str) -> Server:
     log = tmp / f"{name}.log"
     # -dnsserver: a loopback port nobody serves (validation is skipped anyway), so nothing leaves the machine.
     command = [pebble, "-config", str(config_path), "-dnsserver", f"127.0.0.1:{free_port()}"]
-    env = {**os.environ, **PEBBLE_ENV}
+    env = {**os.environ, **env_settings}
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=workdir,
                                    start_new_session=True)
@@ -209,12 +215,15 @@ def start_pebble(tmp: Path, name: str, pebble: str) -> Server:
             process.kill()
             raise RuntimeError(f"pebble did not answer {directory} within {START_TIMEOUT:g}s")
         time.sleep(0.1)
-    server = Server("pebble", process, directory, ca_pem, log, command, env=PEBBLE_ENV)
+    server = Server("pebble-validating" if validating else "pebble", process, directory, ca_pem, log, command,
+                    env=env_settings, http01_port=http01_port if validating else None)
     shown_config = json.loads(json.dumps(config))
     for key in ("listenAddress", "managementListenAddress"):
         shown_config["pebble"][key] = "127.0.0.1:$PORT" if key == "listenAddress" else "127.0.0.1:$MANAGEMENT_PORT"
     for key in ("httpPort", "tlsPort"):
         shown_config["pebble"][key] = "$UNUSED_PORT"
+    if validating:
+        shown_config["pebble"]["httpPort"] = "$HTTP01_PORT"
     shown_config["pebble"]["certificate"] = "$BENCH_TMP/pebble-cN/cert.pem"
     shown_config["pebble"]["privateKey"] = "$BENCH_TMP/pebble-cN/key.pem"
     server.config_text = json.dumps(shown_config)
@@ -364,7 +373,7 @@ def ratios(results: list[dict]) -> list[tuple[str, int, float | None, list[float
     pebble = {(r["concurrency"], r.get("round", 1)): r.get("issuances_per_s") for r in results if r["server"] == "pebble"}
     out = []
     for server, concurrency in _configurations(results):
-        if server == "pebble":
+        if server.startswith("pebble"):
             continue
         each = []
         for r in _rounds_of(results, server, concurrency):
@@ -470,7 +479,10 @@ def section(results: list[dict], info: dict[str, str], commands: dict[str, str],
         "- **Validation.** acmeda validates http-01 for real: for every challenge it connects to 127.0.0.1 on the "
         "http-01 port and fetches the key authorization from the load client's responder (one extra HTTP exchange "
         "per issuance, served by the load process). Pebble runs with `PEBBLE_VA_ALWAYS_VALID=1` and does not validate; "
-        "`PEBBLE_VA_NOSLEEP=1` removes its artificial validation delay.",
+        "`PEBBLE_VA_NOSLEEP=1` removes its artificial validation delay."
+        + (" The `pebble-validating` rows (`--pebble-validating`) are Pebble with its validation on, against the same "
+           "responder as acmeda: a like-for-like reference, outside the ratio, which follows the issue's Pebble."
+           if any(r["server"] == "pebble-validating" for r in results) else ""),
         "- **Nonces.** `PEBBLE_WFE_NONCEREJECT=0`: Pebble otherwise rejects 5 % of good nonces on purpose. acmeda "
         "redeems every nonce with a database write (single use across replicas); Pebble keeps them in memory.",
         "- **Authorization reuse.** `PEBBLE_AUTHZREUSE=0`: by default Pebble reuses a valid authorization for half "
@@ -547,6 +559,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-sqlite", action="store_true", help="skip acmeda on SQLite (with --database-url)")
     parser.add_argument("--no-pebble", action="store_true", help="skip Pebble")
     parser.add_argument("--pebble", default=shutil.which("pebble") or "/usr/bin/pebble", help="the pebble binary")
+    parser.add_argument("--pebble-validating", action="store_true",
+                        help="also run Pebble with its http-01 validation on, as a reference outside the ratio")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "performance.md", help="where to write the results")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/performance.md alone")
     parser.add_argument("--no-profile", action="store_true", help="skip the instrumented profile of acmeda")
@@ -574,6 +588,9 @@ def targets(args: argparse.Namespace) -> list[Target]:
         out.append(Target("acmeda-postgresql", lambda tmp, run: _start_acmeda_pg(tmp, run, args.database_url)))
     if not args.no_pebble:
         out.append(Target("pebble", lambda tmp, run: start_pebble(tmp, run, args.pebble), retries=args.pebble_retries))
+    if args.pebble_validating:
+        out.append(Target("pebble-validating", lambda tmp, run: start_pebble(tmp, run, args.pebble, validating=True),
+                          retries=args.pebble_retries))
     return out
 
 
@@ -656,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                 commands.setdefault(f"{target.name} server", (env_text + " " if env_text else "") + shown(server.command, tmp))
                 try:
                     result, command = run_load(server, concurrency, count, tmp / f"{run}.json", args)
-                    deadlock = target.name == "pebble" and result["errors"] and pebble_deadlocked(server)
+                    deadlock = target.name.startswith("pebble") and result["errors"] and pebble_deadlocked(server)
                 finally:
                     server.stop()
                 commands.setdefault(f"load client against {target.name}, c={concurrency}", shown(command, tmp))
