@@ -66,7 +66,7 @@ async def authenticate(services: Services, links: Links, url: str, body: bytes, 
     if has_jwk:
         jwk = jws.parse_account_key(header["jwk"])
         jws.verify_signature(parsed, jwk, alg)
-        async with services.store.transaction() as tx:
+        async with services.store.statement() as tx:
             await _redeem(tx, nonce, expires)
         return AuthenticatedRequest(parsed, url, jwk, None)
     account = await _authenticate_kid(services, _account_id(links, header["kid"]), parsed, alg, nonce, expires)

@@ -76,7 +76,7 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     # From a stored `pending` too: the order is ready by its authorizations (checked above), and
     # two replicas that validated its last two at once may each have seen the other's pending.
     # A deactivation since stored `invalid`, which this refuses.
-    async with services.store.transaction() as tx:
+    async with services.store.statement() as tx:
         started = await repo.transition(tx, Order, order_id, [Status.READY.value, Status.PENDING.value],
                                         status=order.status, csr=order.csr, serial=order.serial,
                                         issuance_started=order.issuance_started)
@@ -152,7 +152,7 @@ def _posture_extensions(evidences: list, issued_at: datetime) -> list:
 
 async def _fail_order(services: Services, order_id: str, problem) -> None:
     doc = problem.to_json()
-    async with services.store.transaction() as tx:
+    async with services.store.statement() as tx:
         await repo.transition(tx, Order, order_id, [Status.PROCESSING.value],
                               status=Status.INVALID.value, error=doc)
 

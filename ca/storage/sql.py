@@ -38,7 +38,8 @@ the nonce be used again, since the nonces minted before the machine started are 
 
 PostgreSQL: a pool of asyncpg connections. A reading block runs without BEGIN and COMMIT: under
 READ COMMITTED, the isolation the writing transactions use too, a transaction would give its
-statements no common snapshot anyway.
+statements no common snapshot anyway. Nor does a writing block of exactly one statement
+(`statement()`), which is atomic on its own; that block refuses a second statement, on SQLite too.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Database(Protocol):
     dialect: str
 
     def transaction(self, *, durable: bool = True) -> Any: ...  # an async context manager yielding a Transaction
+    def statement(self, *, durable: bool = True) -> Any: ...  # the same, for exactly one statement
     def read(self) -> Any: ...  # the same, for blocks that only read
     async def close(self) -> None: ...
 
@@ -138,6 +140,40 @@ def postgres_sql(sql: str) -> str:
     return re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
 
 
+# --- blocks of one statement ------------------------------------------------------------------
+
+class _SingleStatement:
+    """The block of a `statement()`: one statement, which is atomic on its own. A second one
+    raises, on either database: on PostgreSQL it would not be in the first one's transaction."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self.dialect, self._tx, self._used = tx.dialect, tx, False
+        self.done = False  # the statement ran to its end: it stands, whatever the block does after
+
+    def _once(self) -> None:
+        if self._used:
+            raise RuntimeError("a statement() block runs one statement; use transaction() for more")
+        self._used = True
+
+    async def one(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        self._once()
+        row = await self._tx.one(sql, *args)
+        self.done = True
+        return row
+
+    async def all(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        self._once()
+        rows = await self._tx.all(sql, *args)
+        self.done = True
+        return rows
+
+    async def run(self, sql: str, *args: Any) -> int:
+        self._once()
+        count = await self._tx.run(sql, *args)
+        self.done = True
+        return count
+
+
 # --- SQLite ------------------------------------------------------------------------------------
 
 class _SqliteTransaction:
@@ -186,6 +222,20 @@ class SqliteDatabase:
 
     def transaction(self, *, durable: bool = True):
         return self._transaction("BEGIN IMMEDIATE", durable)
+
+    @asynccontextmanager
+    async def statement(self, *, durable: bool = True) -> AsyncIterator[_SingleStatement]:
+        failure: BaseException | None = None
+        async with self.transaction(durable=durable) as tx:
+            single = _SingleStatement(tx)
+            try:
+                yield single
+            except BaseException as exc:
+                if not single.done:
+                    raise  # the statement did not run, or failed: nothing to keep
+                failure = exc  # kept, as on PostgreSQL where the statement committed on its own
+        if failure is not None:
+            raise failure
 
     def read(self):
         return self._transaction("BEGIN DEFERRED", False)
@@ -366,6 +416,12 @@ class PostgresDatabase:
         # every commit is durable: PostgreSQL's synchronous_commit, which is its operator's to set
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PostgresTransaction(conn)
+
+    @asynccontextmanager
+    async def statement(self, *, durable: bool = True) -> AsyncIterator[_SingleStatement]:
+        """One statement is atomic on its own: no BEGIN and COMMIT, which are a round trip each."""
+        async with self._pool.acquire() as conn:
+            yield _SingleStatement(_PostgresTransaction(conn))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_PostgresTransaction]:

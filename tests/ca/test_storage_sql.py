@@ -448,3 +448,22 @@ async def test_records_inserted_together_go_in_all_or_none(store):
         assert await repo.challenges_of(tx, [authz_id]) == challenges
         with pytest.raises(TypeError):
             await repo.insert_all(tx, [challenges[0], _order("o")])
+
+
+async def test_a_statement_block_runs_one_statement_on_either_database(store):
+    """On PostgreSQL it runs without BEGIN and COMMIT, so a second statement would not share the
+    first one's transaction: it is refused on both databases alike."""
+    nonce = f"single-{repo.new_id()}"
+    async with store.statement() as tx:
+        assert await repo.redeem_nonce(tx, nonce, NOW)
+        with pytest.raises(RuntimeError, match="one statement"):
+            await tx.run('DELETE FROM "used_nonce" WHERE value = ?', nonce)
+    assert await _redeemed_nonces(store, nonce) == {nonce}, "the first statement stands"
+    with pytest.raises(Conflict):
+        async with store.statement() as tx:
+            await repo.insert(tx, Account(id="dup", key_thumbprint=f"k-{nonce}", jwk={}, status="valid",
+                                          contact=[], created_at=NOW))
+            raise Conflict("stand-in for a later failure")  # the block raises after its statement
+    async with store.read() as tx:
+        kept = await repo.get(tx, Account, "dup")
+    assert kept is not None, "the statement is atomic on its own: a block that raises after it does not undo it"
