@@ -111,12 +111,7 @@ async def issue(services: Services, order: Order, evidences: list) -> bool:
         key_spki_sha256=hashlib.sha256(spki_der(request.public_key)).hexdigest(),
         identifiers=list(order.identifiers), not_before=issued.not_before, not_after=issued.not_after,
     )
-    async with services.store.transaction() as tx:
-        stored = await repo.transition(tx, Order, order.id, [Status.PROCESSING.value],
-                                       status=Status.VALID.value, certificate_id=order.serial)
-        if stored:
-            await repo.insert(tx, cert)
-    return stored
+    return await repo.record_certificate(services.store, cert)
 
 
 def _issuance_request(services: Services, order: Order, evidences: list) -> IssuanceRequest:

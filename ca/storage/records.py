@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Callable, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlmodel import SQLModel
 
 from ca.storage import tables
@@ -63,6 +64,10 @@ class Table(Generic[R]):
         column_list = ", ".join(quoted(n) for n in names)
         self.select_sql = f"SELECT {column_list} FROM {self.name}"
         self.columns_sql = ", ".join(f"{self.name}.{quoted(n)}" for n in names)  # for joins
+        # `CAST(? AS <type>)` per column, for PostgreSQL statements whose parameters it cannot type
+        # from their place (INSERT … SELECT)
+        self.typed_placeholders_pg = ", ".join(
+            f"CAST(? AS {columns[n].type.compile(dialect=postgresql.dialect())})" for n in names)
         self.width = len(names)
         self.get_sql = f"{self.select_sql} WHERE {quoted(self.key)} = ?"
         self.insert_into = f"INSERT INTO {self.name} ({column_list}) VALUES "

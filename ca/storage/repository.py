@@ -15,7 +15,9 @@ from typing import Any, Sequence, TypeVar
 
 from ca.problems import Unauthorized, not_found
 from ca.storage.db import is_sqlite_url, migrate, sqlite_path
-from ca.storage.records import Account, Authorization, Challenge, Order, Setting, placeholders, quoted, table_of
+from ca.model import Status
+from ca.storage.records import (Account, Authorization, Certificate, Challenge, Order, Setting, placeholders,
+                                quoted, table_of)
 from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction  # noqa: F401  (Conflict: for the flows)
 
 R = TypeVar("R")
@@ -240,6 +242,30 @@ async def mark_order_ready_if_authorized(tx: Transaction, order_id: str) -> bool
     return await tx.run(
         'UPDATE "acme_order" SET status = \'ready\' WHERE id = ? AND status = \'pending\' AND NOT EXISTS '
         '(SELECT 1 FROM "authorization" WHERE order_id = ? AND status <> \'valid\')', order_id, order_id) == 1
+
+
+async def record_certificate(store: Store, cert: Certificate) -> bool:
+    """Move the certificate's order from processing to valid and store the certificate, at once;
+    False (and nothing stored) if the order is not processing: another replica stored its
+    certificate, or its issuance failed."""
+    moved = (Status.VALID.value, cert.serial, cert.order_id, Status.PROCESSING.value)
+    if store.is_sqlite:
+        async with store.transaction() as tx:
+            if await tx.run(_MOVE_TO_VALID_SQL, *moved) != 1:
+                return False
+            await insert(tx, cert)
+            return True
+    # PostgreSQL: one statement (a data-modifying WITH) instead of BEGIN, two statements and COMMIT
+    async with store.statement() as tx:
+        return await tx.one(_RECORD_CERTIFICATE_SQL, *moved, *table_of(Certificate).values_of(cert)) is not None
+
+
+_MOVE_TO_VALID_SQL = 'UPDATE "acme_order" SET status = ?, certificate_id = ? WHERE id = ? AND status = ?'
+_RECORD_CERTIFICATE_SQL = (
+    f'WITH moved AS ({_MOVE_TO_VALID_SQL} RETURNING id) '
+    f'{table_of(Certificate).insert_into.removesuffix(" VALUES ")} '
+    f'SELECT {table_of(Certificate).typed_placeholders_pg} FROM moved RETURNING 1'
+)
 
 
 async def authorizations_of_order(tx: Transaction, order_id: str) -> list[Authorization]:

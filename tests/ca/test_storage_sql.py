@@ -22,7 +22,7 @@ from sqlalchemy import insert as sa_insert, select as sa_select
 
 from ca.storage import repository as repo, tables
 from ca.storage.db import is_sqlite_url, make_postgres_engine, make_sqlite_engine
-from ca.storage.records import Account, Authorization, Challenge, Order, Table
+from ca.storage.records import Account, Authorization, Certificate, Challenge, Order, Table
 from ca.storage.repository import Conflict, Store
 from ca.storage.sql import SqliteDatabase, postgres_sql
 
@@ -467,3 +467,25 @@ async def test_a_statement_block_runs_one_statement_on_either_database(store):
     async with store.read() as tx:
         kept = await repo.get(tx, Account, "dup")
     assert kept is not None, "the statement is atomic on its own: a block that raises after it does not undo it"
+
+
+async def test_a_certificate_is_recorded_only_for_an_order_in_processing(store, database_url):
+    """One statement on PostgreSQL, one transaction on SQLite: the order moves to valid and the
+    certificate is stored together, or neither happens."""
+    order = _order(repo.new_id(), status="processing", serial="0a")
+
+    def certificate(serial: str) -> Certificate:
+        return Certificate(serial=serial, account_id="acct", order_id=order.id, der=b"\x30\x03\x02\x01\x01",
+                           key_spki_sha256="ab" * 32, identifiers=[{"type": "ip", "value": "127.0.0.1"}],
+                           not_before=NOW, not_after=NOW + timedelta(days=7))
+
+    first, second = certificate(repo.new_id()[:20]), certificate(repo.new_id()[:20])
+    async with store.transaction() as tx:
+        await repo.insert(tx, order)
+    assert await repo.record_certificate(store, first) is True
+    assert await repo.record_certificate(store, second) is False, "the order is valid now, not processing"
+    async with store.read() as tx:
+        stored_order = await repo.get(tx, Order, order.id)
+        assert (stored_order.status, stored_order.certificate_id) == ("valid", first.serial)
+        assert await repo.get(tx, Certificate, first.serial) == first
+        assert await repo.get(tx, Certificate, second.serial) is None
