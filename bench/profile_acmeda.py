@@ -12,7 +12,8 @@ is changed: the child wraps a few functions and methods before it calls `ca.cli.
   response), mean main-thread CPU (exact at concurrency 1; with concurrency it includes
   interleaved work of other requests), writing and reading database transactions and
   statements per request;
-- per database transaction, writing (`Store.transaction`) and reading (`Store.read`) apart:
+- per database transaction, writing (`Store.transaction`, and `Store.statement` for a block of
+  one statement) and reading (`Store.read`) apart:
   wall time and main-thread CPU of the whole block, and of its entry (SQLite: the connection's
   lock and BEGIN, with any wait for another process's write lock; PostgreSQL: pool acquire,
   and BEGIN for a writing one) and its exit (SQLite: COMMIT; PostgreSQL: COMMIT for a writing
@@ -272,7 +273,7 @@ def child_main(argv: list[str]) -> int:
     else:
         _wrap_sqlite_begin(sqlite_database)
     store_class = getattr(mod("ca.storage.repository"), "Store", None)
-    for attr, kind in (("transaction", "write"), ("read", "read")):
+    for attr, kind in (("transaction", "write"), ("statement", "write"), ("read", "read")):
         original = getattr(store_class, attr, None)
         if original is None:
             _MISSING.append(f"Store.{attr}")
