@@ -173,18 +173,29 @@ async def change_key(services: Services, links: Links, request: AuthenticatedReq
     if not isinstance(old, dict) or jws.thumbprint_of_json(old) != account.key_thumbprint:
         raise Unauthorized("key-change oldKey is not the account's current key")
     new_thumb = jws.thumbprint(new_jwk)
-    async with services.store.transaction() as tx:
-        holder = await repo.account_by_thumbprint(tx, new_thumb)
-        if holder is not None:
-            raise Malformed("the new key is already in use by an account", status=409,
-                            headers={"Location": links.account(holder.id)})
-        changed = await tx.run('UPDATE "account" SET jwk = ?, key_thumbprint = ? WHERE id = ? AND key_thumbprint = ?',
-                               new_jwk.to_partial_json(), new_thumb, account.id, account.key_thumbprint)
-        if changed != 1:
-            raise Unauthorized("the account key changed concurrently; retry with the current key")
-        row = await repo.get(tx, Account, account.id)
+    try:
+        async with services.store.transaction() as tx:
+            holder = await repo.account_by_thumbprint(tx, new_thumb)
+            if holder is not None:
+                raise _key_in_use(links, holder)
+            changed = await tx.run('UPDATE "account" SET jwk = ?, key_thumbprint = ? WHERE id = ? AND key_thumbprint = ?',
+                                   new_jwk.to_partial_json(), new_thumb, account.id, account.key_thumbprint)
+            if changed != 1:
+                raise Unauthorized("the account key changed concurrently; retry with the current key")
+            row = await repo.get(tx, Account, account.id)
+    except repo.Conflict:  # another account took the key between the check and the update (PostgreSQL)
+        async with services.store.read() as tx:
+            holder = await repo.account_by_thumbprint(tx, new_thumb)
+        if holder is None:  # and gave it up again since: the client may simply retry
+            raise Malformed("the new key was taken by another account concurrently; retry", status=409) from None
+        raise _key_in_use(links, holder) from None
     assert row is not None
     return row
+
+
+def _key_in_use(links: Links, holder: Account) -> Malformed:
+    return Malformed("the new key is already in use by an account", status=409,
+                     headers={"Location": links.account(holder.id)})
 
 
 async def create_eab_key(services: Services, label: str = "") -> tuple[str, str]:

@@ -161,3 +161,33 @@ async def test_key_change_to_a_key_in_use_is_conflict(acme):
     response = await acme.post(url, inner)
     await problem(response, "malformed", 409)
     assert response.headers["Location"] == other.kid
+
+
+async def test_two_accounts_changing_to_one_new_key_at_once_get_409_not_500(acme, monkeypatch):
+    """Each key change checks that no account holds the new key, then updates; two at once (on
+    PostgreSQL's READ COMMITTED) can both pass the check, and the second update then hits the
+    unique key. The check is made to miss here, standing in for that timing, which cannot be
+    arranged over HTTP."""
+    from ca.storage import repository as repo
+
+    await acme.new_account()
+    other = AcmeSession(acme.http, directory=acme.directory)
+    await other.new_account()
+    url = acme.directory["keyChange"]
+    shared = new_key()
+    first = sign({"account": other.kid, "oldKey": other.key.public_key().to_partial_json()}, key=shared, url=url, nonce=None)
+    assert (await other.post(url, first)).status == 200
+    found, checks = repo.account_by_thumbprint, []
+
+    async def missed(tx, thumbprint):
+        holder = await found(tx, thumbprint)
+        checks.append(thumbprint)
+        return None if len(checks) == 1 else holder  # the first check runs before the other change commits
+
+    monkeypatch.setattr(repo, "account_by_thumbprint", missed)
+    second = sign({"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}, key=shared, url=url, nonce=None)
+    response = await acme.post(url, second)
+    doc = await problem(response, "malformed", 409)
+    assert "already in use" in doc["detail"]
+    assert response.headers["Location"] == other.kid
+    assert len(checks) == 2, "the key's holder is looked up again after the update was refused"
