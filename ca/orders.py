@@ -167,7 +167,7 @@ async def load_order(services: Services, order_id: str, account: Account) -> Ord
     async with services.store.read() as tx:
         found = await repo.order_with_authorizations(tx, order_id)
     order, authzs = found or (None, [])
-    repo.check_owned(order, account.id, "order")
+    order = repo.check_owned(order, account.id, "order")
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
     status = order_status(Status(order.status), order.expires, statuses, now)
     return OrderView(order, status, tuple(a.id for a in authzs), tuple(authzs))
@@ -177,7 +177,7 @@ async def load_authorization(services: Services, authz_id: str, account: Account
     async with services.store.read() as tx:
         found = await repo.authorization_with_challenges(tx, authz_id)
     authz, challenges = found or (None, [])
-    repo.check_owned(authz, account.id, "authorization")
+    authz = repo.check_owned(authz, account.id, "authorization")
     status = authorization_status(Status(authz.status), authz.expires, services.clock.now())
     return AuthzView(authz, status, tuple(challenges))
 
