@@ -88,7 +88,8 @@ def _operator_errors() -> tuple[type[Exception], ...]:
     runs on the device, and loading the CA there would cost it a second at every start."""
     from ca.keys import KeyFileError
     from ca.pki import CAStoreError
-    return KeyFileError, CAStoreError, config_mod.ConfigError
+    from enroll.aliases import AliasExists
+    return KeyFileError, CAStoreError, config_mod.ConfigError, AliasExists
 
 
 def main(argv: Sequence[str] | None = None) -> int:

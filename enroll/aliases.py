@@ -16,15 +16,25 @@ from ca.storage.repository import Store
 from enroll.records import DeviceAlias
 
 
+class AliasExists(Exception):
+    """The alias is registered already: an operator's mistake, reported without a traceback."""
+
+
 class AliasRegistry:
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
     async def add(self, alias: str, attested_value: str, *, single_use: bool = True, label: str = "") -> None:
-        async with self._store.transaction() as tx:
-            await repo.insert(tx, DeviceAlias(alias=alias, attested_value=attested_value, single_use=single_use,
-                                              label=label, created_at=self._clock.now()))
+        try:
+            async with self._store.transaction() as tx:
+                await repo.insert(tx, DeviceAlias(alias=alias, attested_value=attested_value, single_use=single_use,
+                                                  label=label, created_at=self._clock.now()))
+        except repo.Conflict:
+            async with self._store.read() as tx:
+                row = await repo.get(tx, DeviceAlias, alias)
+            held = f" for {row.attested_value}" if row is not None else ""
+            raise AliasExists(f"alias {alias} is registered already{held}; choose another alias") from None
 
     async def admits(self, identifier: Identifier, evidence: Evidence) -> bool:
         """True if `identifier` is a registered alias of an identifier `evidence` proves (consuming it)."""

@@ -128,3 +128,12 @@ def test_first_use_forget_releases_an_instance_to_the_next_account(tmp_path):
     assert asyncio.run(admit("second-account")), "after forget the next account owns the instance"
     again = _cli("first-use", "forget", "i-unknown", "--data-dir", str(data))
     assert again.returncode == 1 and "has not enrolled" in again.stderr
+
+
+def test_an_alias_registered_twice_is_one_line_not_a_traceback(tmp_path):
+    data = str(tmp_path / "data")
+    added = _cli("alias", "add", "enroll-7", "--attested", "SERIAL-A", "--data-dir", data)
+    assert added.returncode == 0, added.stderr
+    again = _cli("alias", "add", "enroll-7", "--attested", "SERIAL-B", "--data-dir", data)
+    assert again.returncode == 1 and "alias enroll-7 is registered already for SERIAL-A" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
