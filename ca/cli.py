@@ -88,8 +88,9 @@ def _operator_errors() -> tuple[type[Exception], ...]:
     runs on the device, and loading the CA there would cost it a second at every start."""
     from ca.keys import KeyFileError
     from ca.pki import CAStoreError
+    from ca.storage.repository import DatabaseUnavailable
     from enroll.aliases import AliasExists
-    return KeyFileError, CAStoreError, config_mod.ConfigError, AliasExists
+    return KeyFileError, CAStoreError, config_mod.ConfigError, AliasExists, DatabaseUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,18 +2,26 @@
 
 SQLite (WAL) is the zero-config default; PostgreSQL is selected by a `postgresql://` URL.
 Migrating is the only use of SQLAlchemy engines: requests go to the driver directly
-(`ca.storage.sql`). On PostgreSQL an advisory lock lets one replica migrate at a time.
+(`ca.storage.sql`). On PostgreSQL an advisory lock lets one replica migrate at a time. A server
+that cannot be reached is `DatabaseUnavailable`, which names the URL (without its password).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from ca.storage.sql import driver_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x61636D65  # "acme": one replica migrates at a time
@@ -29,8 +37,41 @@ def sqlite_path(url: str) -> str:
     return str(Path(url).resolve())
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or opened: the operator's to fix, said in one line."""
+
+
+async def _reach_postgres(url: str, timeout: float = 10.0) -> None:
+    """Connect once before anything else, so that an unreachable server, a missing database or
+    refused credentials are named as such rather than surfacing deep inside the migrations."""
+    try:
+        conn = await asyncpg.connect(driver_url(url), timeout=timeout)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, asyncio.TimeoutError):
+            reason = f"no answer within {timeout:g} s"
+        elif isinstance(exc, socket.gaierror):
+            reason = exc.strerror or str(exc)  # "Name or service not known"
+        elif isinstance(exc, OSError) and exc.errno:
+            reason = os.strerror(exc.errno)  # asyncio's own text repeats the address
+        else:
+            reason = str(exc) or type(exc).__name__
+        raise DatabaseUnavailable(f"cannot reach the database {shown_url(url)}: {reason}") from None
+    await conn.close()
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for a log line: the password, if any, left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def migrate(url: str) -> None:
     """Bring the database at `url` to the newest schema revision."""
+    if not is_sqlite_url(url):
+        await _reach_postgres(url)
     if is_sqlite_url(url):
         engine = make_sqlite_engine(url)
         try:

@@ -13,9 +13,9 @@ import secrets
 from datetime import datetime
 from typing import Any, Sequence, TypeVar
 
-from ca.problems import Unauthorized, not_found
-from ca.storage.db import is_sqlite_url, migrate, sqlite_path
 from ca.model import Status
+from ca.problems import Unauthorized, not_found
+from ca.storage.db import DatabaseUnavailable, is_sqlite_url, migrate, sqlite_path  # noqa: F401  (for the CLI)
 from ca.storage.records import (Account, Authorization, Certificate, Challenge, Order, Setting, placeholders,
                                 quoted, table_of)
 from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction  # noqa: F401  (Conflict: for the flows)
@@ -41,7 +41,10 @@ class Store:
             await migrate(url)
             return cls(await PostgresDatabase.connect(url))
         path = sqlite_path(url)
-        _create_private(path)
+        try:
+            _create_private(path)
+        except OSError as exc:
+            raise DatabaseUnavailable(f"cannot create the database {path}: {exc.strerror or exc}") from None
         await migrate(url)
         return cls(SqliteDatabase(path))
 

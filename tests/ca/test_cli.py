@@ -137,3 +137,19 @@ def test_an_alias_registered_twice_is_one_line_not_a_traceback(tmp_path):
     again = _cli("alias", "add", "enroll-7", "--attested", "SERIAL-B", "--data-dir", data)
     assert again.returncode == 1 and "alias enroll-7 is registered already for SERIAL-A" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_naming_it_without_its_password(tmp_path):
+    port = free_port()  # nothing listens there
+    for args in (["db", "upgrade"], ["eab", "create"]):
+        result = _cli(*args, "--data-dir", str(tmp_path), "--database-url", f"postgresql://acmeda:s3cret@127.0.0.1:{port}/ca")
+        assert result.returncode == 1, result.stderr
+        assert f"cannot reach the database postgresql://acmeda:***@127.0.0.1:{port}/ca: Connection refused" in result.stderr
+        assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_postgresql_database_is_named(postgres_url):
+    missing = postgres_url.rsplit("/", 1)[0] + "/acmeda_no_such_database"
+    result = _cli("db", "upgrade", "--database-url", missing)
+    assert result.returncode == 1 and f'{missing}: database "acmeda_no_such_database" does not exist' in result.stderr, \
+        result.stderr
