@@ -34,7 +34,7 @@ from enroll.aliases import AliasRegistry
 from enroll.first_use import FirstUseRegistry
 from enroll.tpm_enrollment import TpmEnrollment, TpmSettings
 from ca.clock import Clock, SystemClock
-from ca.config import Config
+from ca.config import Config, ConfigError
 from ca.issuance import DEFAULT_PROFILES, Issuer
 from ca.jws import MAX_BODY
 from ca.middleware import acme_responses
@@ -82,7 +82,10 @@ async def build_services(config: Config, *, clock: Clock | None = None, environ:
                          formats: Mapping[str, Format] | None = None, trust: TrustStore | None = None) -> Services:
     clock = clock or SystemClock()
     environ = os.environ if environ is None else environ
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the data directory {config.data_dir}: {exc.strerror or exc}") from None
     passphrase = environ.get(PASSPHRASE_ENV)
     key_passphrase = passphrase.encode() if passphrase else None
     authority, _created = load_or_create_ca(config.data_dir, key_type=config.key_type, passphrase=key_passphrase,

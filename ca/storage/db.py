@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,10 +69,25 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _open_sqlite(path: str) -> None:
+    """Read the file's header once, so that a file that is not (or no longer) an SQLite database
+    is named as such rather than surfacing deep inside the migrations."""
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseUnavailable(f"cannot open the database {path}: {exc}") from None
+
+
 async def migrate(url: str) -> None:
     """Bring the database at `url` to the newest schema revision."""
     if not is_sqlite_url(url):
         await _reach_postgres(url)
+    else:
+        _open_sqlite(sqlite_path(url))
     if is_sqlite_url(url):
         engine = make_sqlite_engine(url)
         try:

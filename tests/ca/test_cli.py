@@ -153,3 +153,22 @@ def test_a_missing_postgresql_database_is_named(postgres_url):
     result = _cli("db", "upgrade", "--database-url", missing)
     assert result.returncode == 1 and f'{missing}: database "acmeda_no_such_database" does not exist' in result.stderr, \
         result.stderr
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "acmeda.db").write_bytes(b"not an SQLite database, whatever its name says")
+    result = _cli("eab", "create", "--data-dir", str(data))
+    assert result.returncode == 1
+    assert f"cannot open the database {data / 'acmeda.db'}: file is not a database" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _cli("serve", "--data-dir", str(blocker / "data"), "--listen", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert f"cannot create the data directory {blocker / 'data'}: Not a directory" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
