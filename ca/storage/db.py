@@ -70,8 +70,17 @@ def shown_url(url: str) -> str:
 
 
 def _open_sqlite(path: str) -> None:
-    """Read the file's header once, so that a file that is not (or no longer) an SQLite database
-    is named as such rather than surfacing deep inside the migrations."""
+    """Create the file if it is new, readable by its owner only (0600, like the CA keys: it holds
+    the nonce, pseudonym and EAB keys; SQLite gives its -wal and -shm files the same mode; an
+    existing file keeps the mode its operator gave it). Then read its header once, so that a file
+    that is not (or no longer) an SQLite database is named as such rather than surfacing deep
+    inside the migrations."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create the database {path}: {exc.strerror or exc}") from None
     try:
         conn = sqlite3.connect(path)
         try:
@@ -84,17 +93,15 @@ def _open_sqlite(path: str) -> None:
 
 async def migrate(url: str) -> None:
     """Bring the database at `url` to the newest schema revision."""
-    if not is_sqlite_url(url):
-        await _reach_postgres(url)
-    else:
-        _open_sqlite(sqlite_path(url))
     if is_sqlite_url(url):
+        _open_sqlite(sqlite_path(url))
         engine = make_sqlite_engine(url)
         try:
             migrate_sqlite(engine)
         finally:
             engine.dispose()
     else:
+        await _reach_postgres(url)
         async_engine = make_postgres_engine(url, pool_size=1)
         try:
             await migrate_postgres(async_engine)

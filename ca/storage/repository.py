@@ -8,7 +8,6 @@ the driver directly (`ca.storage.sql`); records are plain dataclasses (`ca.stora
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from datetime import datetime
 from typing import Any, Sequence, TypeVar
@@ -37,16 +36,10 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> "Store":
+        await migrate(url)  # creates a new SQLite file with mode 0600
         if not is_sqlite_url(url):
-            await migrate(url)
             return cls(await PostgresDatabase.connect(url))
-        path = sqlite_path(url)
-        try:
-            _create_private(path)
-        except OSError as exc:
-            raise DatabaseUnavailable(f"cannot create the database {path}: {exc.strerror or exc}") from None
-        await migrate(url)
-        return cls(SqliteDatabase(path))
+        return cls(SqliteDatabase(sqlite_path(url)))
 
     def transaction(self, *, durable: bool = True):
         """One transaction (an async context manager): committed when the block ends, rolled back
@@ -65,16 +58,6 @@ class Store:
 
     async def close(self) -> None:
         await self._database.close()
-
-
-def _create_private(path: str) -> None:
-    """Create a new SQLite database file readable by its owner only (0600, like the CA keys): it
-    holds the nonce and pseudonym keys and the EAB keys. SQLite gives its -wal and -shm files the
-    same mode. An existing file keeps the mode its operator gave it."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
 
 
 # --- records by primary key ----------------------------------------------------------------------

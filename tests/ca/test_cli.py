@@ -172,3 +172,10 @@ def test_a_data_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path):
     assert result.returncode == 1
     assert f"cannot create the data directory {blocker / 'data'}: Not a directory" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_made_by_db_upgrade_is_private_too(tmp_path):
+    """`acmeda db upgrade` on a new data directory creates the database itself: 0600, as `serve` does."""
+    data = tmp_path / "data"
+    assert _cli("db", "upgrade", "--data-dir", str(data)).returncode == 0
+    assert stat.S_IMODE((data / "acmeda.db").stat().st_mode) == 0o600
