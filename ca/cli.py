@@ -88,7 +88,7 @@ def _operator_errors() -> tuple[type[Exception], ...]:
     runs on the device, and loading the CA there would cost it a second at every start."""
     from ca.keys import KeyFileError
     from ca.pki import CAStoreError
-    from ca.storage.repository import DatabaseUnavailable
+    from ca.storage.db import DatabaseUnavailable
     from enroll.aliases import AliasExists
     return KeyFileError, CAStoreError, config_mod.ConfigError, AliasExists, DatabaseUnavailable
 

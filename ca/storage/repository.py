@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 from ca.model import Status
 from ca.problems import Unauthorized, not_found
-from ca.storage.db import DatabaseUnavailable, is_sqlite_url, migrate, sqlite_path  # noqa: F401  (for the CLI)
+from ca.storage.db import is_sqlite_url, migrate, sqlite_path
 from ca.storage.records import (Account, Authorization, Certificate, Challenge, Order, Setting, placeholders,
                                 quoted, table_of)
 from ca.storage.sql import Conflict, Database, PostgresDatabase, SqliteDatabase, Transaction  # noqa: F401  (Conflict: for the flows)
@@ -303,11 +303,6 @@ _CHALLENGE_WITH_AUTHORIZATION_SQL = (
     'JOIN "account" ON "account".id = "authorization".account_id WHERE "challenge".id = ?'
 )
 
-
-async def challenges_of(tx: Transaction, authz_ids: Sequence[str]) -> list[Challenge]:
-    if not authz_ids:
-        return []
-    return await select(tx, Challenge, f"authz_id IN ({placeholders(len(authz_ids))})", *authz_ids, order_by="id")
 
 
 async def stale_processing_challenges(tx: Transaction, older_than: datetime, limit: int = 50) -> list[Challenge]:

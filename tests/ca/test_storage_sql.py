@@ -445,7 +445,7 @@ async def test_records_inserted_together_go_in_all_or_none(store):
             await repo.insert_all(tx, [*challenges[1:], taken, challenges[0]])
     async with store.transaction() as tx:
         await repo.insert_all(tx, challenges)
-        assert await repo.challenges_of(tx, [authz_id]) == challenges
+        assert await repo.select(tx, Challenge, "authz_id = ?", authz_id, order_by="id") == challenges
         with pytest.raises(TypeError):
             await repo.insert_all(tx, [challenges[0], _order("o")])
 
