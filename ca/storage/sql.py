@@ -150,28 +150,22 @@ class _SingleStatement:
         self.dialect, self._tx, self._used = tx.dialect, tx, False
         self.done = False  # the statement ran to its end: it stands, whatever the block does after
 
-    def _once(self) -> None:
+    async def _only(self, call: Callable[..., Any], sql: str, args: tuple[Any, ...]) -> Any:
         if self._used:
             raise RuntimeError("a statement() block runs one statement; use transaction() for more")
         self._used = True
+        result = await call(sql, *args)
+        self.done = True
+        return result
 
     async def one(self, sql: str, *args: Any) -> Sequence[Any] | None:
-        self._once()
-        row = await self._tx.one(sql, *args)
-        self.done = True
-        return row
+        return await self._only(self._tx.one, sql, args)
 
     async def all(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        self._once()
-        rows = await self._tx.all(sql, *args)
-        self.done = True
-        return rows
+        return await self._only(self._tx.all, sql, args)
 
     async def run(self, sql: str, *args: Any) -> int:
-        self._once()
-        count = await self._tx.run(sql, *args)
-        self.done = True
-        return count
+        return await self._only(self._tx.run, sql, args)
 
 
 # --- SQLite ------------------------------------------------------------------------------------
