@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import datetime
-from typing import Any, Sequence, TypeVar
+from typing import Any, Iterable, Sequence, TypeVar
 
 from ca.model import Status
 from ca.problems import Unauthorized, not_found
@@ -86,11 +86,16 @@ async def insert_all(tx: Transaction, records: Sequence[Any]) -> None:
                  *[value for record in records for value in table.values_of(record)])
 
 
-def _update_sql(record_type: type, values: dict[str, Any]) -> str:
-    """`UPDATE <table> SET <values> WHERE <key> = ?`, for more conditions to be appended."""
+def _update_sql(record_type: type, names: Iterable[str]) -> str:
+    """`UPDATE <table> SET <names> WHERE <key> = ?`, for more conditions to be appended."""
     table = table_of(record_type)
-    assignments = ", ".join(f"{quoted(name)} = ?" for name in values)
+    assignments = ", ".join(f"{quoted(name)} = ?" for name in names)
     return f"UPDATE {table.name} SET {assignments} WHERE {quoted(table.key)} = ?"
+
+
+def _transition_sql(record_type: type, names: Iterable[str], expected: int) -> str:
+    """`_update_sql` for a row in one of `expected` statuses: parameters are the values, the key, the statuses."""
+    return f"{_update_sql(record_type, names)} AND status IN ({placeholders(expected)})"
 
 
 async def update(tx: Transaction, record_type: type, key: Any, **values: Any) -> int:
@@ -99,8 +104,7 @@ async def update(tx: Transaction, record_type: type, key: Any, **values: Any) ->
 
 async def transition(tx: Transaction, record_type: type, key: Any, expected: Sequence[str], **values: Any) -> bool:
     """Conditional update: set `values` on the row whose status is one of `expected`; True if it did."""
-    sql = f"{_update_sql(record_type, values)} AND status IN ({placeholders(len(expected))})"
-    return await tx.run(sql, *values.values(), key, *expected) == 1
+    return await tx.run(_transition_sql(record_type, values, len(expected)), *values.values(), key, *expected) == 1
 
 
 async def select(tx: Transaction, record_type: type[R], where: str, *args: Any, order_by: str = "",
@@ -234,21 +238,22 @@ async def record_certificate(store: Store, cert: Certificate) -> bool:
     """Move the certificate's order from processing to valid and store the certificate, at once;
     False (and nothing stored) if the order is not processing: another replica stored its
     certificate, or its issuance failed."""
-    moved = (Status.VALID.value, cert.serial, cert.order_id, Status.PROCESSING.value)
     if store.is_sqlite:
         async with store.transaction() as tx:
-            if await tx.run(_MOVE_TO_VALID_SQL, *moved) != 1:
+            if not await transition(tx, Order, cert.order_id, [Status.PROCESSING.value],
+                                    status=Status.VALID.value, certificate_id=cert.serial):
                 return False
             await insert(tx, cert)
             return True
-    # PostgreSQL: one statement (a data-modifying WITH) instead of BEGIN, two statements and COMMIT
+    # PostgreSQL: one statement (a data-modifying WITH) instead of BEGIN, two statements and COMMIT;
+    # its first parameters are those `transition` would pass
+    moved = (Status.VALID.value, cert.serial, cert.order_id, Status.PROCESSING.value)
     async with store.statement() as tx:
         return await tx.one(_RECORD_CERTIFICATE_SQL, *moved, *table_of(Certificate).values_of(cert)) is not None
 
 
-_MOVE_TO_VALID_SQL = 'UPDATE "acme_order" SET status = ?, certificate_id = ? WHERE id = ? AND status = ?'
 _RECORD_CERTIFICATE_SQL = (
-    f'WITH moved AS ({_MOVE_TO_VALID_SQL} RETURNING id) '
+    f'WITH moved AS ({_transition_sql(Order, ("status", "certificate_id"), 1)} RETURNING id) '
     f'{table_of(Certificate).insert_into.removesuffix(" VALUES ")} '
     f'SELECT {table_of(Certificate).typed_placeholders_pg} FROM moved RETURNING 1'
 )
