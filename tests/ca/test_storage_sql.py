@@ -469,7 +469,7 @@ async def test_a_statement_block_runs_one_statement_on_either_database(store):
     assert kept is not None, "the statement is atomic on its own: a block that raises after it does not undo it"
 
 
-async def test_a_certificate_is_recorded_only_for_an_order_in_processing(store, database_url):
+async def test_a_certificate_is_recorded_only_for_an_order_in_processing(store):
     """One statement on PostgreSQL, one transaction on SQLite: the order moves to valid and the
     certificate is stored together, or neither happens."""
     order = _order(repo.new_id(), status="processing", serial="0a")
