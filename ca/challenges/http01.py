@@ -17,6 +17,7 @@ http-01 cannot validate.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,6 @@ from ca.identifiers import Identifier, IdentifierType
 from ca.problems import TLS, Connection, IncorrectResponse, RejectedIdentifier
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_SHOWN = 64  # bytes of a wrong body quoted in a problem detail
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,16 @@ class Http01Validator:
         record: dict[str, Any] = {"url": str(url), "hostname": url.host, "port": str(url.port),
                                   "addressesResolved": [str(a) for a in addresses]}
         failures = []
+        # Each address gets a share of the time to connect, so that one that drops the SYN
+        # silently still leaves time to try the next (the fetch itself has the whole timeout).
+        connect_timeout = self.timeout / (len(addresses) + 1)
         for address in addresses:
+            if (refusal := _refused_address(address)) is not None:
+                failures.append(f"{address}: {refusal}")
+                continue
             record["addressUsed"] = str(address)
             try:
-                return await self._get(session, url, address, record)
+                return await self._get(session, url, address, record, connect_timeout)
             except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
                 raise TLS(f"TLS handshake with {address} for {url} failed: {exc}") from None
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -95,13 +101,13 @@ class Http01Validator:
         raise Connection(f"could not connect to {url.host} for {url}: " + "; ".join(failures))
 
     async def _get(self, session: aiohttp.ClientSession, url: URL, address: IPAddress,
-                   record: dict[str, Any]) -> _Reply:
+                   record: dict[str, Any], connect_timeout: float) -> _Reply:
         is_name = url.host != str(address)
         try:
             async with session.get(
                 url.with_host(str(address)),
                 headers={"Host": url.host_port_subcomponent or "", "Accept": "*/*", "User-Agent": "acmeda-validator"},
-                allow_redirects=False, ssl=False, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False, ssl=False, timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=connect_timeout),
                 server_hostname=url.host if url.scheme == "https" and is_name else None,
             ) as response:
                 body = await _read_capped(response, self.max_body)
@@ -129,6 +135,23 @@ class Http01Validator:
         return target
 
 
+def _refused_address(address: IPAddress) -> str | None:
+    """Why the validator will not connect to `address`, or None.
+
+    Link-local addresses are where cloud instance metadata services answer (169.254.169.254,
+    fe80::/10), and no site is served from one; a redirect must not turn the CA into a reader of
+    them (RFC 8555 §10.2). Private and loopback addresses stay reachable: a private CA validates
+    hosts on its own networks.
+    """
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    for candidate in (address, mapped) if mapped else (address,):
+        if candidate.is_link_local:
+            return "refused: a link-local address (where cloud metadata services answer)"
+        if candidate.is_unspecified or candidate.is_multicast:
+            return "refused: not a unicast host address"
+    return None
+
+
 def _host_of(identifier: Identifier) -> str:
     if identifier.type not in (IdentifierType.DNS, IdentifierType.IP) or identifier.is_wildcard:
         raise RejectedIdentifier(f"http-01 cannot validate the identifier {identifier}")
@@ -153,20 +176,29 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def _check_reply(url: URL, reply: _Reply, key_authorization: str, max_body: int) -> None:
+    # The detail never quotes what was fetched: a redirect can point the CA at any URL on the
+    # http(s) ports, and the detail goes back to the client (RFC 8555 §10.2: no echo of internal
+    # pages). It says how the body differs from the key authorization instead.
     if reply.status != 200:
-        raise IncorrectResponse(f"{url} answered HTTP {reply.status}, not 200; body {_quote(reply.body)}")
+        raise IncorrectResponse(f"{url} answered HTTP {reply.status}, not 200")
     if len(reply.body) > max_body:
         raise IncorrectResponse(f"the body at {url} does not equal the key authorization: "
                                 f"it is longer than {max_body} bytes")
     # RFC 8555 §8.3: the server SHOULD ignore whitespace characters at the end of the body.
-    if reply.body.rstrip(b" \t\r\n") != key_authorization.encode("utf-8"):
-        raise IncorrectResponse(f"the body at {url} does not equal the key authorization: "
-                                f"received {_quote(reply.body)}")
+    body = reply.body.rstrip(b" \t\r\n")
+    expected = key_authorization.encode("utf-8")
+    if body != expected:
+        raise IncorrectResponse(f"the body at {url} does not equal the key authorization: {_difference(body, expected)}")
 
 
-def _quote(body: bytes) -> str:
-    shown = body[:_SHOWN].decode("utf-8", errors="replace")
-    return repr(shown) + ("…" if len(body) > _SHOWN else "")
+def _difference(body: bytes, expected: bytes) -> str:
+    """How `body` differs from the key authorization `token.thumbprint`, without quoting it."""
+    token = expected.split(b".", 1)[0] + b"."
+    if not body:
+        return "the body is empty"
+    if body.startswith(token):
+        return "it has the token but not this account's key thumbprint (is it another account's key authorization?)"
+    return f"it is {len(body)} bytes that do not start with the challenge's token"
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from tests.support.dns_server import DnsServer
 THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 NAME = "site.example.test"
 WELL_KNOWN = "/.well-known/acme-challenge/"
+SECRET = "AWS_SECRET_ACCESS_KEY=internal-only"  # what an internal page a redirect points at would hold
 
 
 def request_for(identifier: Identifier, token: str) -> ValidationRequest:
@@ -62,6 +63,12 @@ def challenge_app(seen: list[web.Request], ports: dict[str, int]) -> web.Applica
             "wrong": lambda: web.Response(text="not-the-key-authorization"),
             "long-wrong": lambda: web.Response(text="y" * 200),
             "missing": lambda: web.Response(status=404, text="nothing here"),
+            "other-account": lambda: web.Response(text=key_authorization(token, "another-accounts-thumbprint")),
+            "empty": lambda: web.Response(text="  \r\n"),
+            "to-internal-page": _redirect(f"http://{NAME}:{port}/internal"),
+            "to-metadata": _redirect(f"http://169.254.169.254:{port}/latest/meta-data/"),
+            "to-metadata-v6": _redirect(f"http://[fe80::a9fe:a9fe]:{port}/latest/meta-data/"),
+            "to-mapped-metadata": _redirect(f"http://[::ffff:169.254.169.254]:{port}/latest/meta-data/"),
             "big": lambda: web.Response(text=ka + "x" * 20000),
             "relative": _redirect(f"/answer/{token}"),
             "other-host": _redirect(f"http://other.example.test:{port}/answer/{token}"),
@@ -77,9 +84,14 @@ def challenge_app(seen: list[web.Request], ports: dict[str, int]) -> web.Applica
             await asyncio.sleep(5)
         return behaviours.get(token, behaviours["ok"])()
 
+    async def internal(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.Response(text=SECRET)
+
     app = web.Application()
     app.router.add_get(WELL_KNOWN + "{token}", handle)
     app.router.add_get("/answer/{token}", answer)
+    app.router.add_get("/internal", internal)
     return app
 
 
@@ -195,9 +207,15 @@ async def test_redirect_to_https_skips_certificate_checks(dns, site, tmp_path):
 
 REJECTIONS = [
     # token, problem class, words the detail must contain
-    ("wrong", IncorrectResponse, "does not equal the key authorization: received 'not-the-key-authorization'"),
-    ("long-wrong", IncorrectResponse, "received '" + "y" * 64 + "'…"),
-    ("missing", IncorrectResponse, "answered HTTP 404, not 200; body 'nothing here'"),
+    ("wrong", IncorrectResponse, "does not equal the key authorization: it is 25 bytes that do not start with the challenge's token"),
+    ("long-wrong", IncorrectResponse, "it is 200 bytes that do not start with the challenge's token"),
+    ("missing", IncorrectResponse, "answered HTTP 404, not 200"),
+    ("other-account", IncorrectResponse, "it has the token but not this account's key thumbprint"),
+    ("empty", IncorrectResponse, "the body is empty"),
+    ("to-internal-page", IncorrectResponse, "it is 35 bytes that do not start with the challenge's token"),
+    ("to-metadata", Connection, "169.254.169.254: refused: a link-local address"),
+    ("to-metadata-v6", Connection, "fe80::a9fe:a9fe: refused: a link-local address"),
+    ("to-mapped-metadata", Connection, "::ffff:a9fe:a9fe: refused: a link-local address"),
     ("big", IncorrectResponse, "longer than 8192 bytes"),
     ("no-location", IncorrectResponse, "redirect but no Location header"),
     ("ftp", Connection, "only http and https redirects are followed"),
@@ -216,6 +234,37 @@ async def test_rejections(dns, site, token, problem, detail):
         await validator(dns, port, https_port=port).validate(request_for(dns_id(), token))
     assert type(caught.value) is problem
     assert detail in caught.value.detail
+    # RFC 8555 §10.2: nothing the validator fetched is echoed to the client
+    assert "nothing here" not in caught.value.detail and SECRET not in caught.value.detail
+    assert "not-the-key" not in caught.value.detail and "yyyy" not in caught.value.detail
+
+
+async def test_a_link_local_ip_identifier_is_not_fetched(dns):
+    with pytest.raises(Connection) as caught:
+        await validator(dns, 80).validate(request_for(ip_id("169.254.169.254"), "ok"))
+    assert "169.254.169.254: refused: a link-local address" in caught.value.detail
+
+
+async def test_an_address_that_drops_the_connection_attempt_leaves_time_for_the_next(dns):
+    """127.0.0.1's listen queue is full, so the kernel drops further SYNs and connect() hangs
+    there; the site answers on ::1. With its share of the timeout spent, the validator moves on."""
+    dns.add_a("dual.example.test", "127.0.0.1")
+    dns.add_aaaa("dual.example.test", "::1")
+    async with serve(challenge_app([], {}), "::1") as port:
+        with socket.socket() as full:
+            full.bind(("127.0.0.1", port))
+            full.listen(0)
+            fillers = [socket.socket() for _ in range(8)]
+            try:
+                for filler in fillers:
+                    filler.setblocking(False)
+                    filler.connect_ex(("127.0.0.1", port))
+                await asyncio.sleep(0.2)
+                result = await validator(dns, port, timeout=2).validate(request_for(dns_id("dual.example.test"), "ok"))
+            finally:
+                for filler in fillers:
+                    filler.close()
+    assert result.record["addressUsed"] == "::1"
 
 
 async def test_connection_refused(dns):
