@@ -100,7 +100,7 @@ def check_certificate(der: bytes, identifier: Identifier, key_authorization: str
     try:
         cert = x509.load_der_x509_certificate(der)
         extensions = cert.extensions
-    except (ValueError, x509.DuplicateExtension) as exc:
+    except (ValueError, x509.DuplicateExtension, x509.InvalidVersion) as exc:
         raise IncorrectResponse(f"the tls-alpn-01 certificate cannot be parsed: {exc}") from None
     _check_san(extensions, identifier)
     _check_acme_identifier(extensions, key_authorization)
@@ -115,7 +115,7 @@ def _check_san(extensions: x509.Extensions, identifier: Identifier) -> None:
     if len(names) != 1:
         raise IncorrectResponse(f"the tls-alpn-01 certificate's subjectAltName must hold exactly one name, "
                                 f"{_show(expected)}; it holds {len(names)}: {', '.join(map(_show, names))}")
-    if names[0] != expected:
+    if not _same_name(names[0], expected):
         raise IncorrectResponse(f"the tls-alpn-01 certificate's subjectAltName is {_show(names[0])}, "
                                 f"not {_show(expected)}")
 
@@ -146,6 +146,12 @@ def _expected_name(identifier: Identifier) -> x509.GeneralName:
     if identifier.type is IdentifierType.IP:
         return x509.IPAddress(ipaddress.ip_address(identifier.value))
     return x509.DNSName(identifier.value)
+
+
+def _same_name(name: x509.GeneralName, expected: x509.GeneralName) -> bool:
+    if isinstance(name, x509.DNSName) and isinstance(expected, x509.DNSName):
+        return name.value.lower() == expected.value.lower()  # DNS names compare without case (RFC 4343)
+    return name == expected
 
 
 def _show(name: x509.GeneralName) -> str:

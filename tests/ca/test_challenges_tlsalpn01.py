@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from ca.challenges import ValidationRequest, key_authorization, key_authorization_digest
 from ca.challenges.resolver import Resolver
-from ca.challenges.tlsalpn01 import ACME_TLS_ALPN, ID_PE_ACME_IDENTIFIER, TlsAlpn01Validator, server_name
+from ca.challenges.tlsalpn01 import ACME_TLS_ALPN, ID_PE_ACME_IDENTIFIER, TlsAlpn01Validator, check_certificate, server_name
 from ca.identifiers import Identifier, IdentifierType
 from ca.problems import DNS, TLS, Connection, IncorrectResponse, RejectedIdentifier
 from tests.support.dns_server import DnsServer
@@ -212,3 +212,20 @@ def test_identifier_tlsalpn01_cannot_validate(identifier):
     with pytest.raises(RejectedIdentifier) as caught:
         server_name(identifier)
     assert "tls-alpn-01 cannot validate the identifier" in caught.value.detail
+
+
+async def test_dns_name_compares_without_case(zone, tmp_path):
+    """RFC 4343: a certificate for Tls.Example.TEST proves tls.example.test."""
+    async with tls_server(build(Cert(names=[x509.DNSName("Tls.Example.TEST")]), tmp_path), alpn=[ACME_TLS_ALPN]) as port:
+        result = await validator(zone, port).validate(request_for(Identifier(IdentifierType.DNS, NAME)))
+    assert result.record["addressUsed"] == "127.0.0.1"
+
+
+def test_certificate_with_an_unknown_version_is_an_incorrect_response(tmp_path):
+    cert_path, _ = build(Cert(), tmp_path)
+    der = x509.load_pem_x509_certificate(open(cert_path, "rb").read()).public_bytes(serialization.Encoding.DER)
+    bad = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x05", 1)  # version v3 (2) -> 5
+    assert bad != der
+    with pytest.raises(IncorrectResponse) as caught:
+        check_certificate(bad, Identifier(IdentifierType.DNS, NAME), KA)
+    assert "certificate cannot be parsed" in caught.value.detail
