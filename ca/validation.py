@@ -118,9 +118,10 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
         if not moved:
             return  # another replica recorded the outcome first
         evidence = evidence_to_json(result.evidence) if result and result.evidence is not None else None
-        await repo.transition(tx, Authorization, authz.id, [Status.PENDING.value],
-                              status=outcome.value, evidence=evidence)
-        await _advance_order(tx, authz.order_id, valid)
+        decided = await repo.transition(tx, Authorization, authz.id, [Status.PENDING.value],
+                                        status=outcome.value, evidence=evidence)
+        if decided:  # not when another of its challenges decided the authorization first (§7.1.6)
+            await _advance_order(tx, authz.order_id, valid)
 
 
 def _error_doc(problem: AcmeProblem | None, authz: Authorization) -> dict[str, Any]:
@@ -140,11 +141,13 @@ async def _advance_order(tx: repo.Transaction, order_id: str, authz_valid: bool)
 async def resume_stale(services: Services) -> int:
     """Re-run validations left `processing` by a replica that stopped; returns how many."""
     older_than = services.clock.now() - 2 * services.config.validation_timeout
+    claimed = []
     async with services.store.transaction() as tx:
-        stale = await repo.stale_processing_challenges(tx, older_than)
-        for challenge in stale:  # claim them: bump the timestamp so other replicas skip them
-            challenge.processing_since = services.clock.now()
-            await repo.update(tx, Challenge, challenge.id, processing_since=challenge.processing_since)
-    for challenge in stale:
-        schedule(services, challenge.id)
-    return len(stale)
+        for challenge in await repo.stale_processing_challenges(tx, older_than):
+            # Claim it by moving its timestamp on, only from the value read: under PostgreSQL's
+            # READ COMMITTED another replica may have read the same row, and only one claim moves it.
+            if await repo.claim_stale_challenge(tx, challenge.id, challenge.processing_since, services.clock.now()):
+                claimed.append(challenge.id)
+    for challenge_id in claimed:
+        schedule(services, challenge_id)
+    return len(claimed)

@@ -314,6 +314,13 @@ async def stale_processing_challenges(tx: Transaction, older_than: datetime, lim
     return await select(tx, Challenge, "status = 'processing' AND processing_since < ?", older_than, limit=limit)
 
 
+async def claim_stale_challenge(tx: Transaction, challenge_id: str, seen_since: datetime, now: datetime) -> bool:
+    """Move a stale `processing` challenge's timestamp to `now` if it still is `seen_since`."""
+    return await tx.run('UPDATE "challenge" SET processing_since = ? '
+                        "WHERE id = ? AND status = 'processing' AND processing_since = ?",
+                        now, challenge_id, seen_since) == 1
+
+
 async def stale_processing_orders(tx: Transaction, older_than: datetime, limit: int = 50) -> list[Order]:
     return await select(tx, Order, "status = 'processing' AND issuance_started < ?", older_than, limit=limit)
 
