@@ -35,6 +35,21 @@ def parse_duration(text: str | int | timedelta) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def _positive_duration(text: str | int | timedelta) -> timedelta:
+    """A duration that must pass at all: a zero lifetime or time limit is a mistake, not a setting."""
+    duration = parse_duration(text)
+    if duration <= timedelta(0):
+        raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
+    return duration
+
+
+def _integer(text: str | int) -> int:
+    """A whole number; 1.5 or true from a TOML file is refused, not truncated."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"invalid whole number {text!r}")
+    return int(text)
+
+
 def _bool(text: str | bool) -> bool:
     if isinstance(text, bool):
         return text
@@ -65,7 +80,7 @@ class ConfigError(ValueError):
 class Config:
     data_dir: Path = field(default=Path("acmeda-data"), metadata={"help": "where keys, certificates and the SQLite database live", "parse": Path})
     listen: str = field(default="127.0.0.1:8443", metadata={"help": "address and port to serve ACME on (HOST:PORT; [::1]:PORT for IPv6)"})
-    workers: int = field(default=0, metadata={"help": "worker processes serving requests, each one event loop on one CPU (0: one per CPU)", "parse": int})
+    workers: int = field(default=0, metadata={"help": "worker processes serving requests, each one event loop on one CPU (0: one per CPU)", "parse": _integer})
     base_url: str | None = field(default=None, metadata={"help": "public base URL (e.g. https://ca.example:8443); default: from each request's Host", "parse": _opt_str})
     database_url: str | None = field(default=None, metadata={"help": "postgresql://user@host/db for replicas; default: SQLite in the data directory", "parse": _opt_str})
     key_type: KeyType = field(default=KeyType.ECDSA_P256, metadata={"help": "CA key type on first start: " + ", ".join(k.value for k in KeyType), "parse": KeyType})
@@ -74,15 +89,15 @@ class Config:
     require_eab: bool = field(default=False, metadata={"help": "require external account binding on new accounts", "parse": _bool})
     terms_of_service: str | None = field(default=None, metadata={"help": "terms-of-service URL; when set, new accounts must agree to it", "parse": _opt_str})
     website: str | None = field(default=None, metadata={"help": "website URL shown in the directory meta", "parse": _opt_str})
-    server_cert_lifetime: timedelta = field(default=timedelta(days=7), metadata={"help": "lifetime of dns/ip (serverAuth) certificates", "parse": parse_duration})
-    device_cert_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "lifetime of device (clientAuth) certificates", "parse": parse_duration})
-    order_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "how long a new order (and its authorizations) may stay unfinished", "parse": parse_duration})
-    nonce_lifetime: timedelta = field(default=timedelta(minutes=30), metadata={"help": "how long an issued nonce stays redeemable", "parse": parse_duration})
-    http01_port: int = field(default=80, metadata={"help": "port the http-01 validator connects to", "parse": int})
-    tlsalpn01_port: int = field(default=443, metadata={"help": "port the tls-alpn-01 validator connects to", "parse": int})
+    server_cert_lifetime: timedelta = field(default=timedelta(days=7), metadata={"help": "lifetime of dns/ip (serverAuth) certificates", "parse": _positive_duration})
+    device_cert_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "lifetime of device (clientAuth) certificates", "parse": _positive_duration})
+    order_lifetime: timedelta = field(default=timedelta(hours=24), metadata={"help": "how long a new order (and its authorizations) may stay unfinished", "parse": _positive_duration})
+    nonce_lifetime: timedelta = field(default=timedelta(minutes=30), metadata={"help": "how long an issued nonce stays redeemable", "parse": _positive_duration})
+    http01_port: int = field(default=80, metadata={"help": "port the http-01 validator connects to", "parse": _integer})
+    tlsalpn01_port: int = field(default=443, metadata={"help": "port the tls-alpn-01 validator connects to", "parse": _integer})
     dns_resolvers: tuple[str, ...] = field(default=(), metadata={"help": "DNS servers for validation (HOST or HOST:PORT, comma-separated); default: the system's", "parse": _list})
-    validation_timeout: timedelta = field(default=timedelta(seconds=10), metadata={"help": "time limit of one challenge validation", "parse": parse_duration})
-    orders_per_account_per_hour: int = field(default=3000, metadata={"help": "rate limit of new orders per account per hour (0: none)", "parse": int})
+    validation_timeout: timedelta = field(default=timedelta(seconds=10), metadata={"help": "time limit of one challenge validation", "parse": _positive_duration})
+    orders_per_account_per_hour: int = field(default=3000, metadata={"help": "rate limit of new orders per account per hour (0: none)", "parse": _integer})
     attestation_formats: tuple[str, ...] = field(default=("android-key", "apple", "step", "tpm"), metadata={"help": "device-attest-01 formats to accept (comma-separated)", "parse": _list})
     attestation_roots: Path | None = field(default=None, metadata={"help": "directory of operator roots: <dir>/<format>/*.pem, added to the bundled vendor roots", "parse": lambda v: None if v in (None, "") else Path(v)})
     attestation_roots_only: bool = field(default=False, metadata={"help": "trust only the operator's roots (narrow the bundled vendor roots away)", "parse": _bool})
@@ -97,8 +112,8 @@ class Config:
     tpm_ek_roots: Path | None = field(default=None, metadata={"help": "directory of extra TPM EK roots (*.pem) for AK enrollment; <dir>/intermediates/*.pem are path-building intermediates", "parse": lambda v: None if v in (None, "") else Path(v)})
     tpm_ek_roots_only: bool = field(default=False, metadata={"help": "trust only the EK roots of tpm_ek_roots (narrow the bundled TPM maker roots away)", "parse": _bool})
     tpm_allow_pinned_ek: bool = field(default=False, metadata={"help": "let machines without an EK certificate enroll an AK with an EK the operator pinned (acmeda tpm pin-ek)", "parse": _bool})
-    tpm_activation_lifetime: timedelta = field(default=timedelta(minutes=5), metadata={"help": "how long a TPM credential activation may wait for its answer", "parse": parse_duration})
-    tpm_ak_certificate_lifetime: timedelta = field(default=timedelta(days=30), metadata={"help": "lifetime of the AK certificates acmeda's attestation CA issues", "parse": parse_duration})
+    tpm_activation_lifetime: timedelta = field(default=timedelta(minutes=5), metadata={"help": "how long a TPM credential activation may wait for its answer", "parse": _positive_duration})
+    tpm_ak_certificate_lifetime: timedelta = field(default=timedelta(days=30), metadata={"help": "lifetime of the AK certificates acmeda's attestation CA issues", "parse": _positive_duration})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     @property
@@ -152,7 +167,7 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         if raw is not None:
             try:
                 values[f.name] = _parser_for(f.name)(raw)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:  # TypeError: a TOML value of the wrong type, such as data_dir = 5
                 raise ValueError(f"{source}: {exc}") from None
     return Config(**values)
 

@@ -179,3 +179,18 @@ def test_a_database_made_by_db_upgrade_is_private_too(tmp_path):
     data = tmp_path / "data"
     assert _cli("db", "upgrade", "--data-dir", str(data)).returncode == 0
     assert stat.S_IMODE((data / "acmeda.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("data_dir", "5", "data_dir"),  # a number where a path belongs: TypeError inside, one line outside
+    ("workers", "1.5", "invalid whole number 1.5"),
+    ("workers", "true", "invalid whole number True"),
+    ("validation_timeout", '"0s"', "must be longer than zero"),
+    ("server_cert_lifetime", "[1]", "invalid duration [1]"),
+])
+def test_a_file_setting_of_the_wrong_type_or_value_is_refused_by_name(tmp_path, setting, value, words):
+    toml = tmp_path / "acmeda.toml"
+    toml.write_text(f"{setting} = {value}\n")
+    with pytest.raises(ValueError, match=re.escape(words)) as caught:
+        config_mod.load(_args("--config", str(toml)), environ={})
+    assert f"{toml}: {setting}" in str(caught.value)
