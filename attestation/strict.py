@@ -84,5 +84,8 @@ def _no_constant(name: str) -> Any:
 
 
 def strict_json(text: str | bytes) -> Any:
-    """`json.loads`, refusing duplicate members and NaN / Infinity (ValueError)."""
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    """`json.loads`, refusing duplicate members, NaN / Infinity and deep nesting (ValueError)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:  # the decoder's answer to `[[[[…`; callers catch only ValueError
+        raise ValueError("JSON is nested too deeply") from None

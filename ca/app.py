@@ -115,8 +115,9 @@ def machine_boot_time(clock: Clock, proc_stat: Path = Path("/proc/stat")) -> dat
     last fsync, and the machine boots again after it. Where /proc/stat cannot tell, this
     server's start, which refuses more nonces (those of a mere restart) but none too few.
     Never later than `clock.now()`, so that an injected clock that runs in the past still
-    redeems the nonces it mints."""
-    now = clock.now()
+    redeems the nonces it mints. Whole seconds, as nonces carry their issue time: a bound
+    with microseconds would refuse the nonces minted in its own second."""
+    now = clock.now().replace(microsecond=0)
     try:
         for line in proc_stat.read_text().splitlines():
             if line.startswith("btime "):

@@ -3,6 +3,7 @@
 Only the flattened JSON serialization is accepted, with a protected header and no
 unprotected one. Signature algorithms come from an allow-list; `none` and MAC algorithms
 are refused here (MACs are only for external account binding, checked in `ca.accounts`).
+No header extension is understood, so a header with `crit` or `b64` is refused.
 Key parsing and signature verification are josepy's.
 """
 
@@ -26,6 +27,7 @@ SIGNATURE_ALGORITHMS: dict[str, jose.JWASignature] = {
 MAC_ALGORITHMS: dict[str, jose.JWASignature] = {"HS256": jose.HS256, "HS384": jose.HS384, "HS512": jose.HS512}
 _EC_CURVE_FOR_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 MIN_RSA_BITS, MAX_RSA_BITS = 2048, 8192
+_KEY_MEMBERS = ("kty", "crv", "x", "y", "n", "e")  # the public key members, all strings (RFC 7518 §6)
 MAX_BODY = 256 * 1024  # a device-attest-01 answer carries the attObj base64url'd twice (attObj, then the JWS)
 
 
@@ -42,12 +44,27 @@ class ParsedJWS:
         return f"{self.protected_b64}.{self.payload_b64}".encode("ascii")
 
 
+def load_json(data: bytes | str, what: str) -> Any:
+    """`json.loads` of untrusted bytes; every failure is `malformed` naming `what`.
+
+    Deep nesting (`[[[[…`) makes the decoder raise RecursionError, which is the client's
+    fault as much as a syntax error is, so it must not reach the middleware as a 500.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise Malformed(f"{what} is not valid JSON: nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Malformed(f"{what} is not valid JSON") from None
+
+
 def parse_jws(body: bytes, *, what: str = "JWS") -> ParsedJWS:
     """Parse a flattened JWS; every structural fault is `malformed` naming the member."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Malformed(f"{what} is not valid JSON") from None
+    return parse_flattened(load_json(body, what), what=what)
+
+
+def parse_flattened(obj: Any, *, what: str = "JWS") -> ParsedJWS:
+    """Parse a flattened JWS already decoded from JSON (e.g. a payload's externalAccountBinding)."""
     if not isinstance(obj, dict):
         raise Malformed(f"{what} must be a JSON object (flattened JWS serialization)")
     if "header" in obj:
@@ -66,13 +83,19 @@ def parse_jws(body: bytes, *, what: str = "JWS") -> ParsedJWS:
             members[name] = b64url_decode(value)
         except ValueError:
             raise Malformed(f"{what} member {name!r} is not unpadded base64url") from None
-    try:
-        header = json.loads(members["protected"])
-    except (ValueError, UnicodeDecodeError):
-        raise Malformed(f"{what} protected header is not valid JSON") from None
+    header = load_json(members["protected"], f"{what} protected header")
     if not isinstance(header, dict):
         raise Malformed(f"{what} protected header must be a JSON object")
+    _check_no_extensions(header, what)
     return ParsedJWS(obj["protected"], obj["payload"], members["signature"], header, members["payload"])
+
+
+def _check_no_extensions(header: dict[str, Any], what: str) -> None:
+    """Refuse header extensions: acmeda understands none, so it must not pretend to."""
+    if "crit" in header:
+        raise Malformed(f"{what} protected header has crit: no extensions are understood here (RFC 7515 §4.1.11)")
+    if "b64" in header:
+        raise Malformed(f"{what} protected header has b64: the unencoded payload option must not be used (RFC 8555 §6.2)")
 
 
 def signature_algorithm(header: dict[str, Any]) -> jose.JWASignature:
@@ -91,9 +114,13 @@ def parse_account_key(jwk_obj: Any) -> jose.JWK:
         raise Malformed("jwk must be a JSON object")
     if any(private in jwk_obj for private in ("d", "p", "q", "dp", "dq", "qi", "k")):
         raise BadPublicKey("jwk contains private key material")
+    for name in _KEY_MEMBERS:
+        if name in jwk_obj and not isinstance(jwk_obj[name], str):
+            raise BadPublicKey(f"jwk member {name!r} must be a string")
     try:
         jwk = jose.JWK.from_json(jwk_obj)
-    except (jose.errors.DeserializationError, ValueError, TypeError, KeyError) as exc:
+    # josepy calls str methods on members without checking their type (AttributeError)
+    except (jose.errors.DeserializationError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BadPublicKey(f"jwk cannot be parsed: {exc}") from None
     key = jwk.key._wrapped if hasattr(jwk.key, "_wrapped") else jwk.key
     if isinstance(key, rsa.RSAPublicKey):
@@ -137,10 +164,7 @@ def thumbprint(jwk: jose.JWK) -> str:
 
 
 def payload_json(parsed: ParsedJWS, *, what: str = "payload") -> dict[str, Any]:
-    try:
-        obj = json.loads(parsed.payload)
-    except (ValueError, UnicodeDecodeError):
-        raise Malformed(f"{what} is not valid JSON") from None
+    obj = load_json(parsed.payload, what)
     if not isinstance(obj, dict):
         raise Malformed(f"{what} must be a JSON object")
     return obj

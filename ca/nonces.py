@@ -76,6 +76,10 @@ class NonceService:
             raw = b64url_decode(nonce)
         except ValueError:
             raise BadNonce("nonce is not base64url") from None
+        # The last character carries 4 bits base64 ignores: a second spelling of one nonce
+        # would be a second row in used_nonce, so a second redemption.
+        if b64url(raw) != nonce:
+            raise BadNonce("nonce is not canonical base64url")
         if len(raw) != _NONCE_LEN:
             raise BadNonce("nonce was not issued by this server (wrong length)")
         body, mac = raw[:-_MAC_LEN], raw[-_MAC_LEN:]

@@ -10,7 +10,7 @@ import pytest
 
 from ca.app import machine_boot_time
 from ca.clock import FrozenClock
-from ca.nonces import NonceService
+from ca.nonces import NonceService, b64url_decode
 
 from tests.acme_client import b64, new_key, relative, sign
 
@@ -65,6 +65,20 @@ async def test_replayed_nonce_is_refused_and_a_fresh_one_offered(acme):
     assert "already been used" in doc["detail"]
     retry = await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce=second.headers["Replay-Nonce"])
     assert retry.status == 200
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+async def test_a_second_spelling_of_a_used_nonce_is_bad_nonce(acme):
+    """A nonce's last character carries 4 bits that base64url decoding ignores; another
+    spelling of the same bytes must not count as another nonce."""
+    nonce = await acme.nonce()
+    assert (await acme.post(acme.directory["newAccount"], {"termsOfServiceAgreed": True}, use_kid=False, nonce=nonce)).status == 201
+    respelled = nonce[:-1] + _B64URL[_B64URL.index(nonce[-1]) | 1]
+    assert respelled != nonce and b64url_decode(respelled) == b64url_decode(nonce)
+    doc = await problem(await acme.post(acme.directory["newAccount"], {}, use_kid=False, nonce=respelled), "badNonce", 400)
+    assert "canonical" in doc["detail"]
 
 
 async def test_wrong_url_is_unauthorized(acme):
@@ -129,6 +143,52 @@ async def test_malformed_jws_structures(acme, body, detail):
     assert detail in doc["detail"]
 
 
+@pytest.mark.parametrize("extra, detail", [
+    ({"crit": ["exp"], "exp": 1}, "RFC 7515 §4.1.11"),
+    ({"b64": False, "crit": ["b64"]}, "RFC 7515 §4.1.11"),
+    ({"b64": True}, "RFC 8555 §6.2"),
+    ({"b64": False}, "RFC 8555 §6.2"),
+])
+async def test_header_extensions_are_malformed(acme, extra, detail):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce(), extra_header=extra)
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "malformed", 400)
+    assert detail in doc["detail"]
+
+
+_DEEP = b"[" * 100_000
+
+
+@pytest.mark.parametrize("where", ["body", "protected", "payload"])
+async def test_deeply_nested_json_is_malformed_not_a_crash(acme, where):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce())
+    if where == "protected":
+        body["protected"] = b64(_DEEP)
+    if where == "payload":
+        body = sign(None, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce())
+        body["payload"] = b64(_DEEP)
+        body["signature"] = b64(jose.ES256.sign(acme.key.key, f"{body['protected']}.{body['payload']}".encode()))
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], _DEEP if where == "body" else body), "malformed", 400)
+    assert "nested too deeply" in doc["detail"]
+    assert {"body": "JWS is", "protected": "protected header", "payload": "payload"}[where] in doc["detail"]
+
+
+_EC_X = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU"
+
+
+@pytest.mark.parametrize("jwk, member", [
+    ({"kty": "EC", "crv": "P-256", "x": 5, "y": None}, "'x'"),
+    ({"kty": "EC", "crv": "P-256", "x": _EC_X, "y": None}, "'y'"),
+    ({"kty": "EC", "crv": 256, "x": _EC_X, "y": _EC_X}, "'crv'"),
+    ({"kty": "RSA", "n": [], "e": "AQAB"}, "'n'"),
+    ({"kty": "RSA", "n": "AQAB", "e": 65537}, "'e'"),
+    ({"kty": ["EC"]}, "'kty'"),
+])
+async def test_jwk_members_that_are_not_strings_are_bad_public_key(acme, jwk, member):
+    body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce(), extra_header={"jwk": jwk})
+    doc = await problem(await raw_post(acme, acme.directory["newAccount"], body), "badPublicKey", 400)
+    assert member in doc["detail"]
+
+
 async def test_wrong_content_type(acme):
     body = sign({}, key=acme.key, url=acme.directory["newAccount"], nonce=await acme.nonce())
     response = await acme.http.post(relative(acme.directory["newAccount"]), data=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -186,3 +246,12 @@ def test_the_boot_time_comes_from_proc_stat_and_is_never_after_now(tmp_path):
     assert machine_boot_time(FrozenClock(datetime(2025, 1, 1, tzinfo=timezone.utc)), stat) == \
         datetime(2025, 1, 1, tzinfo=timezone.utc), "a clock in the past must still redeem its own nonces"
     assert machine_boot_time(FrozenClock(now), tmp_path / "missing") == now, "unknown: this server's start"
+
+
+def test_without_proc_stat_a_nonce_minted_at_start_is_accepted(tmp_path):
+    """Nonces carry whole seconds: a bound with microseconds would refuse those of its own second."""
+    clock = FrozenClock(datetime(2026, 12, 3, 12, 0, 0, 750_000, tzinfo=timezone.utc))
+    not_before = machine_boot_time(clock, tmp_path / "missing")
+    assert not_before == datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+    nonces = NonceService(b"k" * 32, clock, not_before=not_before)
+    assert nonces.check(nonces.issue()) == not_before + nonces.lifetime

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ca import jws
-from ca.problems import AcmeProblem
-from tests.acme_client import sign
+from ca.problems import AcmeProblem, Malformed
+from tests.acme_client import b64, sign
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -47,6 +48,33 @@ def test_account_key_and_algorithm_parsing(value):
             check(value)
         except AcmeProblem:
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["EC", "RSA"]),
+       st.dictionaries(st.sampled_from(["crv", "x", "y", "n", "e", "use", "alg", "kid", "key_ops"]), json_values, max_size=5))
+def test_account_key_with_members_of_any_type(kty, members):
+    try:
+        jws.parse_account_key({"kty": kty, **members})
+    except AcmeProblem:
+        pass
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000,
+    b'{"a":' * 100_000,
+    json.dumps({"protected": b64(b"[" * 100_000), "payload": "", "signature": ""}).encode(),
+])
+def test_parse_jws_on_deep_nesting(body):
+    with pytest.raises(Malformed, match="nested too deeply"):
+        jws.parse_jws(body)
+
+
+def test_payload_json_on_deep_nesting():
+    parsed = jws.parse_jws(json.dumps({"protected": b64(b'{"alg":"ES256"}'), "payload": b64(b"[" * 100_000),
+                                       "signature": ""}).encode())
+    with pytest.raises(Malformed, match="payload is not valid JSON: nested too deeply"):
+        jws.payload_json(parsed)
 
 
 def _mutations(body: dict[str, str], rng: random.Random, count: int) -> list[bytes]:
