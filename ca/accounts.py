@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ca.storage import repository as repo
 from ca.storage.records import Account, EabKey
 
 MAX_CONTACTS = 10
-_EMAIL = re.compile(r"^[^@\s,;<>()\[\]\\\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_EMAIL = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")  # fullmatch: `$` allows a final newline
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def parse_contacts(value: Any) -> list[str]:
         scheme, _, address = contact.partition(":")
         if scheme.lower() != "mailto":
             raise UnsupportedContact(f"contact {contact!r}: only mailto: URLs are supported")
-        if "?" in address or not _EMAIL.match(address):
+        if "?" in address or not _EMAIL.fullmatch(address):
             raise InvalidContact(f"contact {contact!r} is not a single plain e-mail address")
     return list(value)
 
@@ -56,7 +55,7 @@ async def new_account(services: Services, links: Links, request: AuthenticatedRe
     async with services.store.read() as tx:
         existing = await repo.account_by_thumbprint(tx, thumb)
     if existing is not None:
-        return AccountResult(existing, created=False)
+        return AccountResult(_usable(existing), created=False)
     if payload.get("onlyReturnExisting") is True:
         raise AccountDoesNotExist("no account exists for this key")
     contacts = parse_contacts(payload.get("contact", []))
@@ -82,15 +81,23 @@ async def new_account(services: Services, links: Links, request: AuthenticatedRe
             existing = await repo.account_by_thumbprint(tx, thumb)
         if existing is None:
             raise
-        return AccountResult(existing, created=False)
+        return AccountResult(_usable(existing), created=False)
     return AccountResult(account, created=True)
+
+
+def _usable(existing: Account) -> Account:
+    """The key's account, unless it may no longer act: as for its other requests (RFC 8555
+    §7.3.6), a deactivated account's key gets 401, not the account (as Boulder and Pebble do)."""
+    if existing.status != "valid":
+        raise Unauthorized(f"the account for this key is {existing.status}", status=401)
+    return existing
 
 
 def _verify_eab(eab: Any, request: AuthenticatedRequest, links: Links) -> tuple[str, jws.ParsedJWS]:
     """Check the binding's form (§7.3.4); the MAC is checked against the stored key in `_bind_eab_key`."""
     if not isinstance(eab, dict):
         raise Malformed("externalAccountBinding must be a JWS object")
-    inner = jws.parse_jws(json.dumps(eab).encode(), what="externalAccountBinding")
+    inner = jws.parse_flattened(eab, what="externalAccountBinding")
     header = inner.header
     if not isinstance(header.get("alg"), str) or header["alg"] not in jws.MAC_ALGORITHMS:
         raise Malformed(f"externalAccountBinding alg must be one of {', '.join(sorted(jws.MAC_ALGORITHMS))}")
@@ -101,10 +108,7 @@ def _verify_eab(eab: Any, request: AuthenticatedRequest, links: Links) -> tuple[
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Malformed("externalAccountBinding must name its key in kid")
-    try:
-        bound_jwk = json.loads(inner.payload)
-    except ValueError:
-        raise Malformed("externalAccountBinding payload is not JSON") from None
+    bound_jwk = jws.load_json(inner.payload, "externalAccountBinding payload")
     if not isinstance(bound_jwk, dict) or jws.thumbprint_of_json(bound_jwk) != jws.thumbprint(request.jwk):
         raise Malformed("externalAccountBinding payload must be the account's public key (the outer jwk)")
     return kid, inner

@@ -169,5 +169,6 @@ def _valid(account: Account | None, account_id: str) -> Account:
     if account is None:
         raise AccountDoesNotExist(f"account {account_id} does not exist")
     if account.status != "valid":
-        raise Unauthorized(f"account is {account.status}")
+        # RFC 8555 §7.3.6: 401, although `unauthorized` is 403 everywhere else
+        raise Unauthorized(f"the account is {account.status}", status=401)
     return account

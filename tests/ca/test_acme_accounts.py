@@ -33,6 +33,7 @@ async def test_only_return_existing_for_unknown_key(acme):
     (["mailto:"], "invalidContact"),
     (["mailto:a@example.com?subject=x"], "invalidContact"),
     (["mailto:a@example.com,b@example.com"], "invalidContact"),
+    (["mailto:a@example.com\n"], "invalidContact"),
     ("mailto:a@example.com", "malformed"),
     ([f"mailto:a{i}@example.com" for i in range(11)], "invalidContact"),
 ])
@@ -59,8 +60,18 @@ async def test_account_update_and_deactivation(acme):
     await problem(await acme.post(acme.kid, {"status": "valid"}), "malformed", 400)
     gone = await acme.post(acme.kid, {"status": "deactivated"})
     assert (await gone.json())["status"] == "deactivated"
-    doc = await problem(await acme.new_order([{"type": "ip", "value": "127.0.0.1"}]), "unauthorized", 403)
+    doc = await problem(await acme.new_order([{"type": "ip", "value": "127.0.0.1"}]), "unauthorized", 401)
     assert "deactivated" in doc["detail"]
+    doc = await problem(await acme.get(acme.kid), "unauthorized", 401)  # POST-as-GET too (RFC 8555 §7.3.6)
+    assert "deactivated" in doc["detail"]
+
+
+@pytest.mark.parametrize("payload", [{}, {"onlyReturnExisting": True}, {"termsOfServiceAgreed": True}])
+async def test_new_account_with_a_deactivated_accounts_key_is_unauthorized(acme, payload):
+    await acme.new_account()
+    assert (await acme.post(acme.kid, {"status": "deactivated"})).status == 200
+    doc = await problem(await acme.post(acme.directory["newAccount"], payload, use_kid=False), "unauthorized", 401)
+    assert "the account for this key is deactivated" in doc["detail"]
 
 
 async def test_another_accounts_url_is_unauthorized(acme):
@@ -70,9 +81,11 @@ async def test_another_accounts_url_is_unauthorized(acme):
     await problem(await acme.post(other.kid, None), "unauthorized", 403)
 
 
-def _eab(acme: AcmeSession, key_id: str, hmac_key: bytes, *, url: str | None = None, payload=None) -> dict:
-    protected = b64(json.dumps({"alg": "HS256", "kid": key_id, "url": url or acme.directory["newAccount"]}).encode())
-    body = b64(json.dumps(payload or acme.key.public_key().to_partial_json()).encode())
+def _eab(acme: AcmeSession, key_id: str, hmac_key: bytes, *, url: str | None = None, payload=None,
+         extra_header: dict | None = None, raw_protected: bytes | None = None, raw_payload: bytes | None = None) -> dict:
+    header = {"alg": "HS256", "kid": key_id, "url": url or acme.directory["newAccount"], **(extra_header or {})}
+    protected = b64(raw_protected or json.dumps(header).encode())
+    body = b64(raw_payload or json.dumps(payload or acme.key.public_key().to_partial_json()).encode())
     mac = jose.HS256.sign(hmac_key, f"{protected}.{body}".encode())
     return {"protected": protected, "payload": body, "signature": b64(mac)}
 
@@ -95,6 +108,26 @@ async def test_external_account_binding(start_app):
     second = AcmeSession(client, directory=acme.directory)
     doc = await problem(await second.new_account({"externalAccountBinding": _eab(second, key_id, hmac_key)}), "unauthorized", 403)
     assert "already bound" in doc["detail"]
+
+
+_DEEP = b"[" * 10_000
+
+
+@pytest.mark.parametrize("fault, detail", [
+    (dict(raw_payload=_DEEP), "externalAccountBinding payload is not valid JSON: nested too deeply"),
+    (dict(raw_protected=_DEEP), "externalAccountBinding protected header is not valid JSON: nested too deeply"),
+    (dict(extra_header={"crit": ["exp"], "exp": 1}), "RFC 7515 §4.1.11"),
+    (dict(extra_header={"b64": False, "crit": ["b64"]}), "RFC 7515 §4.1.11"),
+    (dict(extra_header={"b64": True}), "RFC 8555 §6.2"),
+])
+async def test_external_account_binding_faults_are_malformed(start_app, fault, detail):
+    client, services = await start_app(require_eab=True)
+    acme = AcmeSession(client)
+    await acme.load_directory()
+    key_id, key_b64 = await create_eab_key(services, "test")
+    hmac_key = base64.urlsafe_b64decode(key_b64 + "=" * (-len(key_b64) % 4))
+    doc = await problem(await acme.new_account({"externalAccountBinding": _eab(acme, key_id, hmac_key, **fault)}), "malformed", 400)
+    assert detail in doc["detail"]
 
 
 async def test_key_change(acme):
@@ -150,6 +183,53 @@ async def test_key_change_rejections(acme, mutation, kind):
         inner_url = acme.directory["newOrder"]
     inner = sign(payload, key=new, url=inner_url, nonce=nonce, kid=acme.kid if mutation == "inner-kid" else None)
     await problem(await acme.post(url, inner), kind)
+
+
+def _raw_jws(protected: bytes, payload: bytes, key: jose.JWK) -> dict[str, str]:
+    protected_b64, payload_b64 = b64(protected), b64(payload)
+    signature = jose.ES256.sign(key.key, f"{protected_b64}.{payload_b64}".encode())
+    return {"protected": protected_b64, "payload": payload_b64, "signature": b64(signature)}
+
+
+@pytest.mark.parametrize("fault, kind, detail", [
+    ("jwk-x-number", "badPublicKey", "'x'"),
+    ("jwk-n-list", "badPublicKey", "'n'"),
+    ("crit", "malformed", "RFC 7515 §4.1.11"),
+    ("b64", "malformed", "RFC 8555 §6.2"),
+    ("deep-protected", "malformed", "key-change inner JWS protected header is not valid JSON: nested too deeply"),
+    ("deep-payload", "malformed", "key-change inner payload is not valid JSON: nested too deeply"),
+    ("deep-inner", "malformed", "key-change inner JWS is not valid JSON: nested too deeply"),
+])
+async def test_key_change_inner_jws_faults(acme, fault, kind, detail):
+    """The inner JWS is parsed like the outer one: the same problems, never a 500."""
+    await acme.new_account()
+    new, url = new_key(), acme.directory["keyChange"]
+    header = {"alg": "ES256", "url": url, "jwk": new.public_key().to_partial_json()}
+    payload = json.dumps({"account": acme.kid, "oldKey": acme.key.public_key().to_partial_json()}).encode()
+    protected = None
+    if fault == "jwk-x-number":
+        header["jwk"] = {**header["jwk"], "x": 5}
+    if fault == "jwk-n-list":
+        header["jwk"] = {"kty": "RSA", "n": [], "e": "AQAB"}
+    if fault == "crit":
+        header.update(crit=["exp"], exp=1)
+    if fault == "b64":
+        header["b64"] = False
+    if fault == "deep-protected":
+        protected = _DEEP
+    if fault == "deep-payload":
+        payload = _DEEP
+    inner = _raw_jws(protected or json.dumps(header).encode(), payload, new)
+    if fault == "deep-inner":
+        # the outer payload, which should be the inner JWS, is itself the nesting
+        body = sign(None, key=acme.key, url=url, nonce=await acme.nonce(), kid=acme.kid)
+        body["payload"] = b64(_DEEP)
+        body["signature"] = b64(jose.ES256.sign(acme.key.key, f"{body['protected']}.{body['payload']}".encode()))
+        response = await acme.http.post("/acme/key-change", data=json.dumps(body), headers={"Content-Type": "application/jose+json"})
+    else:
+        response = await acme.post(url, inner)
+    doc = await problem(response, kind, 400)
+    assert detail in doc["detail"]
 
 
 async def test_key_change_to_a_key_in_use_is_conflict(acme):
