@@ -28,6 +28,7 @@ from ca.csr import check_csr
 from ca.evidence_json import evidence_from_json
 from ca.identifiers import parse_identifier
 from ca.issuance import ExtraExtension, IssuanceRequest, new_serial
+from ca.messages import rfc3339
 from ca.model import ALLOWED_REVOCATION_REASONS, Status
 from ca.nonces import b64url_decode
 from ca.orders import OrderView, load_order
@@ -35,7 +36,7 @@ from ca.posture import CRITICAL as POSTURE_CRITICAL, issued_evidence, posture_ex
 from ca.problems import (
     AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, ServerInternal, Unauthorized, not_found,
 )
-from ca.renewal import RenewalWindow, authority_key_id_of, parse_cert_id, serial_hex, suggested_window
+from ca.renewal import RenewalWindow, issuer_key_id, parse_own_cert_id, serial_hex, suggested_window
 from ca.services import Services
 from ca.storage import repository as repo
 from ca.storage.records import Account, Certificate, Order
@@ -57,6 +58,8 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     view = await load_order(services, order_id, account)
     if view.status is not Status.READY:
         raise OrderNotReady(f"the order is {view.status.value}; it can be finalized only when ready")
+    now = services.clock.now()
+    _check_not_after(view.order, now)
     csr_b64 = payload.get("csr")
     if not isinstance(csr_b64, str):
         raise Malformed("finalize payload must carry the CSR in csr (base64url DER)")
@@ -72,7 +75,7 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
         csr_key_matches_evidence(spki_der(csr.public_key()), evidence)
     order = view.order
     order.status, order.csr = Status.PROCESSING.value, csr_der
-    order.serial, order.issuance_started = serial_hex(new_serial()), services.clock.now()
+    order.serial, order.issuance_started = serial_hex(new_serial()), now
     # From a stored `pending` too: the order is ready by its authorizations (checked above), and
     # two replicas that validated its last two at once may each have seen the other's pending.
     # A deactivation since stored `invalid`, which this refuses.
@@ -86,6 +89,16 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
         order.status, order.certificate_id = Status.VALID.value, order.serial
         return replace(view, order=order, status=Status.VALID)
     return await load_order(services, order_id, account)
+
+
+def _check_not_after(order: Order, now: datetime) -> None:
+    """A requested notAfter that has passed cannot be signed. Refused before anything is stored, so
+    the order stays as it was; RFC 8555 has no closer problem type than malformed. A notAfter
+    still ahead is also after the notBefore issuance picks: a requested one was checked at order
+    creation, and `_backdated` never goes later than `now`'s backdate or `notAfter - lifetime`."""
+    if order.not_after is not None and order.not_after <= now:
+        raise Malformed(f"the order's notAfter {rfc3339(order.not_after)} has passed; "
+                        "a certificate cannot end before it is issued: create a new order")
 
 
 def _evidences(authorizations) -> list:
@@ -117,7 +130,7 @@ async def issue(services: Services, order: Order, evidences: list) -> bool:
 def _issuance_request(services: Services, order: Order, evidences: list) -> IssuanceRequest:
     csr = x509.load_der_x509_csr(order.csr)
     profile = services.profiles[order.profile]
-    not_before = order.not_before or (order.issuance_started - BACKDATE)
+    not_before = order.not_before or _backdated(order.issuance_started, order.not_after, profile.lifetime)
     if order.not_after:
         profile = replace(profile, lifetime=order.not_after - not_before)
     extensions = tuple(_posture_extensions(evidences, order.issuance_started))
@@ -126,6 +139,15 @@ def _issuance_request(services: Services, order: Order, evidences: list) -> Issu
         public_key=csr.public_key(), identifiers=identifiers, profile=profile, serial=int(order.serial, 16),
         not_before=not_before, extra_extensions=extensions, device_pseudonym=_pseudonym(services, identifiers),
     )
+
+
+def _backdated(issued_at: datetime, not_after: datetime | None, lifetime: timedelta) -> datetime:
+    """notBefore of an order that names none: BACKDATE early, but never more than `lifetime` before
+    a requested notAfter. Order creation lets notAfter reach now + lifetime; clamping the backdate
+    (rather than shortening the certificate) honours that notAfter exactly and still keeps
+    notAfter - notBefore within the profile's lifetime."""
+    backdated = issued_at - BACKDATE
+    return backdated if not_after is None else max(backdated, not_after - lifetime)
 
 
 def _pseudonym(services: Services, identifiers) -> str | None:
@@ -179,6 +201,8 @@ async def revoke(services: Services, request: AuthenticatedRequest) -> None:
         presented = x509.load_der_x509_certificate(b64url_decode(cert_b64))
     except ValueError:
         raise Malformed("certificate is not base64url DER of an X.509 certificate") from None
+    except x509.InvalidVersion as exc:  # not a ValueError: it must be caught by name
+        raise Malformed(f"certificate version field is {exc.parsed_version}, not 0, 1 or 2 (X.509 v1 to v3)") from None
     async with services.store.transaction() as tx:
         cert = await repo.get(tx, Certificate, serial_hex(presented.serial_number))
         if cert is None or cert.der != presented.public_bytes(serialization.Encoding.DER):
@@ -222,15 +246,9 @@ async def _holds_authorizations(tx: repo.Transaction, account_id: str, identifie
 
 
 async def renewal_info(services: Services, cert_id_text: str) -> RenewalWindow:
-    serial = parse_cert_id(cert_id_text)
-    if authority_key_id_of(cert_id_text) != _intermediate_key_id(services):
-        raise not_found("a certificate of this CA with that authority key identifier")
+    serial = parse_own_cert_id(cert_id_text, issuer_key_id(services.authority.intermediate))
     async with services.store.read() as tx:
         cert = await repo.get(tx, Certificate, serial)
     if cert is None:
         raise not_found("certificate")
     return suggested_window(cert.not_before, cert.not_after, cert.revoked_at is not None, services.clock.now())
-
-
-def _intermediate_key_id(services: Services) -> bytes:
-    return services.authority.intermediate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest

@@ -84,6 +84,8 @@ def _parse(csr_der: bytes) -> x509.CertificateSigningRequest:
         return x509.load_der_x509_csr(csr_der)
     except ValueError:
         raise BadCSR("CSR is not a parseable DER PKCS#10 certification request") from None
+    except x509.InvalidVersion as exc:  # not a ValueError: it must be caught by name
+        raise BadCSR(f"CSR version field is {exc.parsed_version}, not 0 (v1, the only PKCS#10 version)") from None
 
 
 def _public_key(csr: x509.CertificateSigningRequest) -> PublicKey:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from ca.links import Links
@@ -11,6 +11,10 @@ from ca.storage.records import Account, Authorization, Challenge, Order
 
 
 def rfc3339(moment: datetime) -> str:
+    """UTC with a Z. An aware time in another offset is converted first: formatting its wall
+    clock with a Z would name a different instant. Naive times are UTC (ca.storage.sql)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from ca.challenges import ChallengeType
@@ -14,7 +14,7 @@ from ca.model import Status, authorization_status, order_status
 from ca.problems import (
     AcmeProblem, AlreadyReplaced, Compound, Malformed, RateLimited, RejectedIdentifier, Subproblem,
 )
-from ca.renewal import parse_cert_id
+from ca.renewal import issuer_key_id, parse_own_cert_id
 from ca.services import Services
 from ca.storage import repository as repo
 from ca.storage.records import Account, Authorization, Certificate, Challenge, Order
@@ -84,7 +84,8 @@ def _parse_time(payload: dict[str, Any], name: str) -> datetime | None:
         raise Malformed(f"{name} is not an RFC 3339 date-time") from None
     if moment.tzinfo is None:
         raise Malformed(f"{name} must carry a time zone")
-    return moment
+    # The same instant in UTC: orders are stored and rendered in UTC (with a Z).
+    return moment.astimezone(timezone.utc)
 
 
 def _validity_window(payload: dict[str, Any], profile: Profile, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -111,7 +112,7 @@ async def new_order(services: Services, account: Account, payload: dict[str, Any
     async with services.store.transaction() as tx:
         await _check_rate_limit(tx, services, account, now)
         if "replaces" in payload:
-            order.replaces = await _claim_replacement(tx, account, payload["replaces"], order.id, identifiers)
+            order.replaces = await _claim_replacement(tx, services, account, payload["replaces"], order, identifiers)
         await repo.insert(tx, order)
         authz_ids = [await _add_authorization(tx, order, identifier, services.validators.offered_for(identifier))
                      for identifier in identifiers]
@@ -127,22 +128,42 @@ async def _check_rate_limit(tx: repo.Transaction, services: Services, account: A
         raise RateLimited(f"too many new orders: at most {limit} per account per hour", headers={"Retry-After": "60"})
 
 
-async def _claim_replacement(tx: repo.Transaction, account: Account, cert_id: Any, order_id: str, identifiers: Sequence[Identifier]) -> str:
+async def _claim_replacement(tx: repo.Transaction, services: Services, account: Account, cert_id: Any,
+                             order: Order, identifiers: Sequence[Identifier]) -> str:
     """RFC 9773 §5: mark the named certificate replaced by this order, once."""
     if not isinstance(cert_id, str):
         raise Malformed("replaces must be an ARI certificate identifier string")
-    serial = parse_cert_id(cert_id)
+    # Both halves of the certID, as renewalInfo checks them: a serial alone may be another CA's.
+    serial = parse_own_cert_id(cert_id, issuer_key_id(services.authority.intermediate))
     cert = await repo.get(tx, Certificate, serial)
     if cert is None or cert.account_id != account.id:
         raise Malformed(f"replaces names certificate {cert_id!r}, which this account was not issued", status=404 if cert is None else 400)
     if not {(i["type"], i["value"]) for i in cert.identifiers} & {(i.type.value, i.value) for i in identifiers}:
         raise Malformed("the replacement order shares no identifier with the certificate it replaces")
-    claimed = await tx.run(
-        'UPDATE "certificate" SET replaced_by = ? WHERE serial = ? AND (replaced_by IS NULL OR replaced_by IN '
-        '(SELECT id FROM "acme_order" WHERE status = ?))', order_id, serial, Status.INVALID.value)
+    if cert.replaced_by is not None and not await _replacement_failed(tx, cert.replaced_by, order.created_at):
+        raise AlreadyReplaced(f"certificate {cert_id} has already been replaced")
+    # Compare-and-set on the replaced_by just read: of two concurrent claims only one succeeds.
+    if cert.replaced_by is None:
+        claimed = await tx.run('UPDATE "certificate" SET replaced_by = ? WHERE serial = ? AND replaced_by IS NULL',
+                               order.id, serial)
+    else:
+        claimed = await tx.run('UPDATE "certificate" SET replaced_by = ? WHERE serial = ? AND replaced_by = ?',
+                               order.id, serial, cert.replaced_by)
     if claimed != 1:
         raise AlreadyReplaced(f"certificate {cert_id} has already been replaced")
     return cert_id
+
+
+async def _replacement_failed(tx: repo.Transaction, order_id: str, now: datetime) -> bool:
+    """Whether an earlier replacing order is invalid as clients see it. Expiry and failed
+    authorizations are derived on read (`order_status`), never stored, so the stored status
+    alone would keep an abandoned replacement blocking the certificate forever."""
+    found = await repo.order_with_authorizations(tx, order_id)
+    if found is None:  # orders are never deleted; should one be, keep its claim (fail closed)
+        return False
+    earlier, authzs = found
+    statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
+    return order_status(Status(earlier.status), earlier.expires, statuses, now) is Status.INVALID
 
 
 async def _add_authorization(tx: repo.Transaction, order: Order, identifier: Identifier,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+
 from ca.nonces import b64url, b64url_decode
 from ca.problems import Malformed
 
@@ -38,13 +40,34 @@ def parse_cert_id(text: str) -> str:
         octets = b64url_decode(serial_part)
     except ValueError:
         raise Malformed(f"{text!r} is not base64url in both parts") from None
-    if not octets or octets[0] & 0x80:
+    serial = int.from_bytes(octets, "big")
+    if not octets or octets[0] & 0x80 or serial == 0:
         raise Malformed(f"{text!r} does not encode a positive serial number")
-    return serial_hex(int.from_bytes(octets, "big"))
+    # One certificate, one certID: padded forms (00 00 ...) would name it under many spellings.
+    if octets != _serial_octets(serial):
+        raise Malformed(f"{text!r} does not encode its serial number as minimal DER INTEGER octets")
+    return serial_hex(serial)
 
 
 def authority_key_id_of(cert_id_text: str) -> bytes:
     return b64url_decode(cert_id_text.partition(".")[0])
+
+
+def parse_own_cert_id(text: str, issuer_key_id: bytes) -> str:
+    """`parse_cert_id`, and the certID must name this CA's issuer: both halves identify the certificate."""
+    serial = parse_cert_id(text)
+    if authority_key_id_of(text) != issuer_key_id:
+        raise Malformed(f"{text!r} names a certificate of another issuer: its keyIdentifier is not this CA's",
+                        status=404)
+    return serial
+
+
+def issuer_key_id(intermediate: x509.Certificate) -> bytes:
+    """The keyIdentifier `ca.issuance.Issuer` writes into its leaves' authority key identifier."""
+    try:
+        return intermediate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(intermediate.public_key()).digest
 
 
 @dataclass(frozen=True)

@@ -145,15 +145,27 @@ def _decode_hardware_module(der: bytes) -> str:
 def _load_exact(schema: type[core.Sequence], der: bytes) -> dict[str, object]:
     """The schema's fields from `der`, which must be exactly their DER encoding."""
     what = schema.__name__
+    names = {name for name, _, *_ in schema._fields}
+    # The bytes come from a CSR. asn1crypto parses lazily, so a bad element can surface while
+    # reading `.native` or re-encoding, not only in `load`, and not only as ValueError: an
+    # unexpected universal tag raises AttributeError, a wrong type TypeError, and a truncated
+    # OID ValueError only when it is dumped. Everything that touches the bytes stays guarded.
     try:
         native = schema.load(der, strict=True).native
-    except (ValueError, TypeError) as exc:
-        raise OtherNameError(f"{what} is not valid DER: {exc}") from None
-    names = {name for name, _, *_ in schema._fields}
-    fields = {name: value for name, value in native.items() if name in names and value is not None}
+        fields = {name: value for name, value in native.items() if name in names and value is not None}
+        # asn1crypto tolerates extra SEQUENCE elements and some BER forms; re-encoding exposes both.
+        canonical = bool(fields) and schema(fields).dump() == der
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OtherNameError(f"{what} is not valid DER: {_reason(exc)}") from None
     if not fields:
         raise OtherNameError(f"{what} is not valid DER: it holds none of its fields")
-    # asn1crypto tolerates extra SEQUENCE elements and some BER forms; re-encoding exposes both.
-    if schema(fields).dump() != der:
+    if not canonical:
         raise OtherNameError(f"{what} is not valid DER: unexpected elements or a non-canonical encoding")
     return fields
+
+
+def _reason(exc: Exception) -> str:
+    """A client-facing reason: asn1crypto's first line; its AttributeError text names internals."""
+    if isinstance(exc, AttributeError):
+        return "an element has an ASN.1 type the schema does not allow there"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

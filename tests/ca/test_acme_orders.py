@@ -90,6 +90,12 @@ async def test_finalize_before_ready_is_order_not_ready(account):
     await problem(await account.post(order["finalize"], {"csr": b64(csr)}), "orderNotReady", 403)
 
 
+def _with_version(der: bytes, version: str, bad: str) -> bytes:
+    """`der` with its first `version` field (hex TLV) replaced: cryptography raises InvalidVersion, not ValueError."""
+    at = der.index(bytes.fromhex(version))
+    return der[:at] + bytes.fromhex(bad) + der[at + len(version) // 2:]
+
+
 def _account_key_csr(acme: AcmeSession) -> bytes:
     return make_csr(["127.0.0.1"], key=acme.key.key._wrapped)[0]
 
@@ -101,6 +107,7 @@ def _account_key_csr(acme: AcmeSession) -> bytes:
     (lambda acme: make_csr([], common_name="other.example.com")[0], "other.example.com"),
     (_account_key_csr, "account key"),
     (lambda acme: make_csr(["127.0.0.1"], key=ec.generate_private_key(ec.SECP521R1()))[0], "secp521r1"),
+    (lambda acme: _with_version(make_csr(["127.0.0.1"])[0], "020100", "020101"), "version field"),  # a 500 once
 ])
 async def test_bad_csrs(account, responder, make, detail):
     order_url, order = await validate_ip_order(account, responder)
@@ -254,3 +261,95 @@ async def test_several_bad_identifiers_give_a_compound_problem_with_subproblems(
     assert [s["identifier"] for s in doc["subproblems"]] == bad
     single = await problem(await account.new_order([bad[1]]), "unsupportedIdentifier", 400)
     assert single["subproblems"][0]["identifier"] == bad[1]
+
+
+async def test_revoking_a_certificate_with_an_unknown_version_is_malformed(account, responder):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    _, _, chain = await issue_ip_certificate(account, responder)
+    der = _with_version(x509.load_pem_x509_certificates(chain)[0].public_bytes(Encoding.DER), "a003020102", "a003020105")
+    doc = await problem(await account.post(account.directory["revokeCert"], {"certificate": b64(der)}), "malformed", 400)
+    assert "version field is 5" in doc["detail"]
+
+
+def _leaf_cert_id(chain: bytes, *, key_id: bytes | None = None, serial_octets: bytes | None = None) -> str:
+    from ca.nonces import b64url
+
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    if serial_octets is None:
+        return cert_id(key_id or aki, leaf.serial_number)
+    return f"{b64url(aki)}.{b64url(serial_octets + leaf.serial_number.to_bytes(20, 'big').lstrip(bytes(1)))}"
+
+
+@pytest.mark.parametrize("variant, status, detail", [
+    ({"key_id": b"\x01\x02\x03 not our key"}, 404, "another issuer"),  # RFC 9773 §4.1: both halves name it
+    ({"serial_octets": b"\x00\x00"}, 400, "minimal DER"),  # one certificate, one certID
+])
+async def test_renewal_info_and_replaces_check_the_whole_cert_id(account, responder, variant, status, detail):
+    _, _, chain = await issue_ip_certificate(account, responder)
+    ident = _leaf_cert_id(chain, **variant)
+    doc = await problem(await account.http.get(f"/acme/renewal-info/{ident}"), "malformed", status)
+    assert detail in doc["detail"], doc
+    doc = await problem(await account.new_order([{"type": "ip", "value": "127.0.0.1"}], replaces=ident), "malformed", status)
+    assert detail in doc["detail"], doc
+
+
+async def test_an_expired_replacement_order_does_not_block_the_next(account, responder, clock):
+    """Expiry is derived on read and never stored: an abandoned replacement order must not keep
+    the certificate `alreadyReplaced` forever (RFC 9773 §5 allows a new one once it is invalid)."""
+    _, _, chain = await issue_ip_certificate(account, responder)
+    ident = _leaf_cert_id(chain)
+    first = await account.new_order([{"type": "ip", "value": "127.0.0.1"}], replaces=ident)
+    assert first.status == 201, await first.text()
+    await problem(await account.new_order([{"type": "ip", "value": "127.0.0.1"}], replaces=ident), "alreadyReplaced", 409)
+    clock.advance(timedelta(hours=25))
+    assert (await (await account.get(first.headers["Location"])).json())["status"] == "invalid"
+    second = await account.new_order([{"type": "ip", "value": "127.0.0.1"}], replaces=ident)
+    assert second.status == 201, await second.text()
+    await problem(await account.new_order([{"type": "ip", "value": "127.0.0.1"}], replaces=ident), "alreadyReplaced", 409)
+
+
+async def test_validity_times_in_another_offset_are_echoed_as_the_same_instant_in_utc(account):
+    response = await account.new_order([{"type": "ip", "value": "127.0.0.1"}],
+                                       notBefore="2026-11-01T17:00:00+05:00", notAfter="2026-11-02T17:00:00+05:00")
+    created = await response.json()
+    assert response.status == 201, created
+    fetched = await (await account.get(response.headers["Location"])).json()
+    for order in (created, fetched):
+        assert (order["notBefore"], order["notAfter"]) == ("2026-11-01T12:00:00Z", "2026-11-02T12:00:00Z")
+
+
+async def _ready_order(acme: AcmeSession, responder, **validity: str) -> tuple[str, dict]:
+    response = await acme.new_order([{"type": "ip", "value": "127.0.0.1"}], **validity)
+    assert response.status == 201, await response.text()
+    order_url, order = response.headers["Location"], await response.json()
+    authz = await (await acme.get(order["authorizations"][0])).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    responder.tokens[challenge["token"]] = acme.key_authorization(challenge["token"])
+    await acme.post(challenge["url"], {})
+    return order_url, await poll(acme, order_url, {"ready"})
+
+
+async def test_finalize_after_the_requested_not_after_is_refused_and_leaves_the_order(account, responder, clock):
+    order_url, order = await _ready_order(account, responder, notAfter="2026-11-01T12:30:00Z")  # clock: 12:00
+    clock.advance(timedelta(hours=1))
+    csr, _ = make_csr(["127.0.0.1"])
+    doc = await problem(await account.post(order["finalize"], {"csr": b64(csr)}), "malformed", 400)
+    assert "notAfter 2026-11-01T12:30:00Z has passed" in doc["detail"]
+    assert (await (await account.get(order_url)).json())["status"] == "ready"
+
+
+@pytest.mark.parametrize("validity", [
+    {"notAfter": "2026-11-08T12:00:00Z"},  # now + the server profile's 7 days: backdating must not add to it
+    {},
+])
+async def test_certificates_never_outlive_the_profile_lifetime(account, responder, validity):
+    order_url, order = await _ready_order(account, responder, **validity)
+    csr, _ = make_csr(["127.0.0.1"])
+    assert (await account.post(order["finalize"], {"csr": b64(csr)})).status == 200
+    done = await poll(account, order_url, {"valid", "invalid"})
+    leaf = x509.load_pem_x509_certificates(await (await account.get(done["certificate"])).read())[0]
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= timedelta(days=7)
+    if validity:
+        assert leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ") == validity["notAfter"]

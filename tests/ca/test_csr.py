@@ -66,6 +66,16 @@ def _unparseable_other_name() -> bytes:
     return _csr([bad])
 
 
+def _bad_version() -> bytes:
+    der = _csr(SERVER_NAMES)
+    at = der.index(bytes.fromhex("020100"))  # the first INTEGER 0 is CertificationRequestInfo.version
+    return der[:at] + bytes.fromhex("020101") + der[at + 3:]
+
+
+def _device_other_name(value_hex: str) -> bytes:
+    return _csr([x509.OtherName(x509.ObjectIdentifier("1.3.6.1.5.5.7.8.3"), bytes.fromhex(value_hex))])
+
+
 REJECTIONS = [
     ("not-der", lambda: b"\x30\x03\x02\x01\x00", SERVER_ORDER, "not a parseable DER"),
     ("pem-not-der", lambda: b"-----BEGIN CERTIFICATE REQUEST-----", SERVER_ORDER, "not a parseable DER"),
@@ -85,6 +95,9 @@ REJECTIONS = [
     ("device-csr-other-device", lambda: _csr(_device("ANOTHER-SERIAL")), DEVICE_ORDER, "permanent-identifier:ANOTHER-SERIAL is not one"),
     ("device-csr-other-assigner", lambda: _csr(_device("C02XK0AAJG5J/1.2.3")), DEVICE_ORDER, "C02XK0AAJG5J/1.2.3 is not one"),
     ("device-csr-bad-othername", _unparseable_other_name, DEVICE_ORDER, "CSR SAN cannot be read: HardwareModuleName is not valid DER"),
+    ("device-csr-othername-wrong-tag", lambda: _device_other_name("30094703414243f5022a03"), DEVICE_ORDER, "CSR SAN cannot be read: PermanentIdentifier is not valid DER"),
+    ("device-csr-othername-truncated-oid", lambda: _device_other_name("30090c034142260602bfe6"), DEVICE_ORDER, "CSR SAN cannot be read: PermanentIdentifier is not valid DER"),
+    ("bad-version", _bad_version, SERVER_ORDER, "CSR version field is 1, not 0"),
     ("device-csr-email", lambda: _csr([x509.RFC822Name("a@example.com")]), DEVICE_ORDER, "RFC822Name a@example.com is not one"),
 ]  # fmt: skip
 

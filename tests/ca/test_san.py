@@ -141,6 +141,11 @@ def _other(type_id, der: bytes) -> x509.OtherName:
         (_other(ID_ON_PERMANENT_IDENTIFIER, b"\x30\x81\x03\x0c\x01a"), "not valid DER"),  # BER long length
         (_other(ID_ON_HARDWARE_MODULE_NAME, bytes.fromhex("300b06032a0304040441424344") + b"\x00"), "not valid DER"),
         (_other(x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), b"\x0c\x01a"), "not a device identifier"),
+        # Untrusted bytes on which asn1crypto raised other than ValueError (a 500 at finalize):
+        # an ObjectDescriptor where the UTF8String belongs (AttributeError), and a truncated
+        # assigner OID that fails only when re-encoded (ValueError outside the guard).
+        (_other(ID_ON_PERMANENT_IDENTIFIER, bytes.fromhex("30094703414243f5022a03")), "ASN.1 type the schema does not allow"),
+        (_other(ID_ON_PERMANENT_IDENTIFIER, bytes.fromhex("30090c034142260602bfe6")), "not valid DER"),
     ],
 )
 def test_decode_refuses_names_without_a_text_form(name, message):
