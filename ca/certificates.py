@@ -26,15 +26,16 @@ from ca.auth import AuthenticatedRequest, account_key
 from ca.challenges.device_attest import csr_key_matches_evidence
 from ca.csr import check_csr
 from ca.evidence_json import evidence_from_json
-from ca.identifiers import parse_identifier
+from ca.identifiers import Identifier, IdentifierType, parse_identifier
 from ca.issuance import ExtraExtension, IssuanceRequest, new_serial
 from ca.messages import rfc3339
 from ca.model import ALLOWED_REVOCATION_REASONS, Status
 from ca.nonces import b64url_decode
 from ca.orders import OrderView, load_order
-from ca.posture import CRITICAL as POSTURE_CRITICAL, issued_evidence, posture_extension
+from ca.posture import CRITICAL as POSTURE_CRITICAL, FACT_FIELDS, issued_evidence, posture_extension, stated_posture
 from ca.problems import (
-    AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, ServerInternal, Unauthorized, not_found,
+    AlreadyRevoked, BadCSR, BadRevocationReason, Malformed, OrderNotReady, RejectedIdentifier, ServerInternal,
+    Subproblem, Unauthorized, not_found,
 )
 from ca.renewal import RenewalWindow, issuer_key_id, parse_own_cert_id, serial_hex, suggested_window
 from ca.services import Services
@@ -70,6 +71,7 @@ async def finalize(services: Services, order_id: str, account: Account, payload:
     identifiers = [parse_identifier(i) for i in view.order.identifiers]
     csr = check_csr(csr_der, identifiers=identifiers, account_public_key=account_public_key(account),
                     key_policy=services.key_policy)
+    _check_one_posture(view.authorizations)
     evidences = _evidences(view.authorizations)
     for evidence in evidences:
         csr_key_matches_evidence(spki_der(csr.public_key()), evidence)
@@ -99,6 +101,61 @@ def _check_not_after(order: Order, now: datetime) -> None:
     if order.not_after is not None and order.not_after <= now:
         raise Malformed(f"the order's notAfter {rfc3339(order.not_after)} has passed; "
                         "a certificate cannot end before it is issued: create a new order")
+
+
+def _check_one_posture(authorizations) -> None:
+    """One certificate states one posture. Each identifier of a device order is proven by its own
+    evidence; when those would not write the same posture extension (attestedAt aside), no one
+    extension is true of every identifier: a hardware, key-attested posture would also cover an
+    identifier proven only by replayable keyless evidence. Refused before anything is stored,
+    so the order stays ready. The usual multi-identifier order (one device attestation naming
+    serial and UDID, answered per authorization) states the same facts and passes."""
+    stated: dict[tuple, list[Identifier]] = {}
+    for authz in authorizations:
+        if authz.evidence:
+            identifier = Identifier(IdentifierType(authz.identifier_type), authz.identifier_value)
+            stated.setdefault(stated_posture(evidence_from_json(authz.evidence)), []).append(identifier)
+    if len(stated) <= 1:
+        return
+    groups = sorted(((sorted(ids), statement) for statement, ids in stated.items()), key=lambda group: group[0])
+    differing = _differing_fields([statement for _ids, statement in groups])
+    described = [(ids, _describe_statement(statement, differing)) for ids, statement in groups]
+    raise RejectedIdentifier(
+        "the order's identifiers were proven by evidence that states different facts ("
+        + "; ".join(f"{', '.join(map(str, ids))}: {text}" for ids, text in described)
+        + "): one certificate states one posture; order them separately",
+        subproblems=tuple(Subproblem(RejectedIdentifier(f"proven by evidence stating {text}"), identifier)
+                          for ids, text in described for identifier in ids),
+    )
+
+
+def _statement_fields(statement: tuple) -> dict[str, Any]:
+    """A stated posture by its DevicePosture field names; absent facts are None."""
+    fmt, trust_level, posture = statement
+    fields: dict[str, Any] = {"format": fmt, "trustLevel": trust_level.value}
+    fields.update({name: getattr(posture, attr) for attr, name in FACT_FIELDS.items()})
+    fields["extra"] = posture.extra or None
+    return fields
+
+
+def _differing_fields(statements: list[tuple]) -> list[str]:
+    views = [_statement_fields(s) for s in statements]
+    return [name for name in views[0] if len({repr(v[name]) for v in views}) > 1]
+
+
+def _describe_statement(statement: tuple, names: list[str]) -> str:
+    fields = _statement_fields(statement)
+
+    def text(value: Any) -> str:
+        if value is None:
+            return "absent"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, tuple):
+            return ", ".join(f"{k}={v}" for k, v in value)
+        return str(value)
+
+    return ", ".join(f"{name} {text(fields[name])}" for name in names)
 
 
 def _evidences(authorizations) -> list:
@@ -160,11 +217,19 @@ def _pseudonym(services: Services, identifiers) -> str | None:
 
 
 def _posture_extensions(evidences: list, issued_at: datetime) -> list:
-    """The posture of the order's attestation (one key attested for every identifier: see finalize)."""
+    """The one posture every evidence of the order states (`_check_one_posture` refused the
+    rest at finalize; an order stored before that check fails here rather than overstate).
+    attestedAt is the earliest verification among them, so a gate bounding the age of the
+    evidence bounds the oldest. `attested_at` of stored evidence is the verification time
+    (`ca.validation._record_outcome`); issuance time stands in only for evidence stored without
+    one."""
     if not evidences:
         return []
+    if len({stated_posture(e) for e in evidences}) > 1:
+        raise ValueError("the order's evidences state different postures; one certificate states one")
+    attested_at = min(e.attested_at or issued_at for e in evidences)
     evidence = issued_evidence(evidences[0])
-    return [ExtraExtension(posture_extension(evidence, evidence.attested_at or issued_at), critical=POSTURE_CRITICAL)]
+    return [ExtraExtension(posture_extension(evidence, attested_at), critical=POSTURE_CRITICAL)]
 
 
 async def _fail_order(services: Services, order_id: str, problem) -> None:

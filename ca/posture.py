@@ -205,6 +205,14 @@ def issued_evidence(evidence: Evidence) -> Evidence:
     return replace(evidence, posture=posture)
 
 
+def stated_posture(evidence: Evidence) -> tuple[str, TrustLevel, Posture]:
+    """Everything the extension would state of `evidence` but attestedAt: the inputs of
+    `encode_posture(issued_evidence(evidence), ...)`. Two evidences with equal values write the
+    same extension at the same time, so one certificate can carry both."""
+    issued = issued_evidence(evidence)
+    return issued.fmt, TrustLevel(issued.trust_level), issued.posture
+
+
 def encode_posture(evidence: Evidence, attested_at: datetime) -> bytes:
     """DER of the DevicePosture extension value for `evidence`, attested at `attested_at`.
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ca.challenges import ChallengeType, ValidationRequest, ValidationResult, key_authorization
@@ -117,11 +119,22 @@ async def _record_outcome(services: Services, challenge: Challenge, authz: Autho
         )
         if not moved:
             return  # another replica recorded the outcome first
-        evidence = evidence_to_json(result.evidence) if result and result.evidence is not None else None
+        evidence = _stored_evidence(result, now)
         decided = await repo.transition(tx, Authorization, authz.id, [Status.PENDING.value],
                                         status=outcome.value, evidence=evidence)
         if decided:  # not when another of its challenges decided the authorization first (§7.1.6)
             await _advance_order(tx, authz.order_id, valid)
+
+
+def _stored_evidence(result: ValidationResult | None, verified_at: datetime) -> dict[str, Any] | None:
+    """The evidence kept on the authorization until finalize, its `attested_at` set to when the CA
+    verified it: the certificate's attestedAt (docs/certificate-profile.md). A format's own time
+    (an Apple leaf's notBefore, Azure createdOn, the EC2 launch time) is not that, and nothing
+    after this point reads it: identifier, trust and first-use policy ran on the evidence as
+    verified, and the challenge's validation record keeps the format's time."""
+    if result is None or result.evidence is None:
+        return None
+    return evidence_to_json(replace(result.evidence, attested_at=verified_at))
 
 
 def _error_doc(problem: AcmeProblem | None, authz: Authorization) -> dict[str, Any]:
