@@ -8,7 +8,8 @@ The attestation object is the WebAuthn one (WebAuthn §6.5.4) as draft-ietf-acme
 §5 modifies it: `fmt` and `attStmt` are required; `authData` "SHOULD be omitted", so it is
 accepted when present (a byte string) and otherwise ignored; nothing else may appear. The
 decoding is strict: one CBOR item and no trailing bytes, no tags, no duplicate map keys,
-map keys only text or byte strings, no `undefined` or other simple values, bounded depth.
+map keys only text strings, byte strings or integers (not `true`, `false`, `null` or floats),
+no `undefined` or simple values other than `true`, `false` and `null` as values, bounded depth.
 Callers that must choose the binding by format (the ACME validator) use the three steps
 `decode_attestation_object`, `select_format` and `verify_statement` themselves.
 """
@@ -42,6 +43,7 @@ _MAX_DEPTH = 16  # attStmt nests at most a few levels (a map of arrays of byte s
 _REQUIRED_KEYS = frozenset({"fmt", "attStmt"})
 _OPTIONAL_KEYS = frozenset({"authData"})
 _PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+_KEY_TYPES = (str, bytes, int)  # and not bool, an int in Python
 _CHECK = "attestation-object"  # the `check` name of every decoding failure here
 
 
@@ -67,7 +69,10 @@ def _check_plain(item: Any, depth: int) -> None:
         raise MalformedStatement("attestation object nests too deeply", check=_CHECK)
     if isinstance(item, dict):
         for key, value in item.items():
-            _check_plain(key, depth + 1)
+            if not isinstance(key, _KEY_TYPES) or isinstance(key, bool):
+                shown = repr(key) if isinstance(key, (bool, float, type(None))) else f"of type {type(key).__name__}"
+                raise MalformedStatement(f"attestation object has a map key {shown}: map keys must be text strings, "
+                                         "byte strings or integers", check=_CHECK)
             _check_plain(value, depth + 1)
     elif isinstance(item, list):
         for value in item:
@@ -97,7 +102,7 @@ def decode_attestation_object(att_obj: bytes) -> AttestationObject:
         raise MalformedStatement("attestation object fmt is not a text string", check=_CHECK)
     if not isinstance(att_stmt, dict):
         raise MalformedStatement("attestation object attStmt is not a map", check=_CHECK)
-    if auth_data is not None and not isinstance(auth_data, bytes):
+    if "authData" in item and not isinstance(auth_data, bytes):  # present means a byte string, not null
         raise MalformedStatement("attestation object authData is not a byte string", check=_CHECK)
     return AttestationObject(fmt=fmt, att_stmt=att_stmt, auth_data=auth_data)
 

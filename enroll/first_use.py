@@ -1,12 +1,19 @@
-"""Trust on first use for replayable evidence: an identifier belongs to the first account.
+"""Trust on first use for replayable evidence: an identifier belongs to one account.
 
 An EC2 instance identity document carries no nonce, so anyone who has seen one can present
 it again. Like SPIRE's aws_iid node attestor, acmeda trusts such evidence on first use: the
-first ACME account key to enroll an identifier (the instance id) with it owns that
-identifier, and may enroll it again (renewal); every other account is refused, across
-replicas, because the first use is a row whose primary key is the identifier. An account
-key rollover therefore needs the operator to release the identifier first
-(`acmeda first-use forget IDENTIFIER`).
+first ACME account key to validate an identifier (the instance id) owns that identifier, and
+may enroll it again (renewal) with replayable evidence; every other account is refused,
+across replicas, because the owner is a row whose primary key is the identifier.
+
+Every successful device-attest validation records its account as the owner when the
+identifier has none, bound evidence (aws-nitro, a TPM quote) as well as replayable: an
+instance first enrolled through aws-nitro is not free for a stranger holding its identity
+document. Bound evidence by another account takes ownership over (it proves possession now,
+for that account; see `ca.challenges.device_attest.DeviceAttestValidator._check_owner`).
+An account key rollover with replayable evidence only therefore needs the operator to
+release the identifier first (`acmeda first-use forget IDENTIFIER`). The table keeps its
+historical name, `replayable_first_use`.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ class FirstUseRegistry:
         return gone == 1
 
     async def admit(self, identifier: Identifier, evidence: Evidence, account_thumbprint: str) -> bool:
-        """True for the first use of `identifier` (recorded) and for later uses by the same
-        account key; False when another account used it first (on any replica)."""
+        """Record the account as the owner of `identifier` when it has none; True when the
+        account owns it afterwards. A second account is refused ownership (False) for replayable
+        evidence; bound evidence (`evidence.replayable` false) takes ownership over from another
+        account and is always True. Atomic across replicas: the row's key is the identifier."""
         key = f"{identifier.type.value}:{identifier.value}"
         row = ReplayableFirstUse(identifier=key, fmt=evidence.fmt, account_thumbprint=account_thumbprint,
                                  used_at=self._clock.now())
@@ -44,6 +53,13 @@ class FirstUseRegistry:
                 await repo.insert(tx, row)
             return True
         except Conflict:
-            async with self._store.read() as tx:
-                first = await repo.get(tx, ReplayableFirstUse, key)
-            return first is not None and hmac.compare_digest(first.account_thumbprint, account_thumbprint)
+            pass
+        if not evidence.replayable:
+            async with self._store.transaction() as tx:
+                await tx.run('UPDATE "replayable_first_use" SET account_thumbprint = ?, fmt = ?, used_at = ? '
+                             'WHERE identifier = ? AND account_thumbprint <> ?',
+                             account_thumbprint, evidence.fmt, row.used_at, key, account_thumbprint)
+            return True
+        async with self._store.read() as tx:
+            first = await repo.get(tx, ReplayableFirstUse, key)
+        return first is not None and hmac.compare_digest(first.account_thumbprint, account_thumbprint)

@@ -16,8 +16,10 @@ first that fails decides the problem (see docs/device-attest.md):
 5. the evidence proves at least one device identifier, and the order's identifier is one of
    them octet for octet (§3.2, §4.2) → else `badAttestationStatement` (with a
    `rejectedIdentifier` subproblem for a mismatch);
-6. replayable evidence (no challenge binding: EC2 identity documents) is trusted on first
-   use: the first account to enroll an identifier with it owns it → else
+6. the attested identifier has an owning account (trust on first use, `enroll.first_use`):
+   the first account to validate it, with any evidence, owns it, and a later validation
+   with bound evidence by another account takes it over; replayable evidence (no challenge
+   binding: EC2 identity documents) is admitted only for the owner → else
    `badAttestationStatement`.
 
 The attested key is checked against the CSR at finalize with `csr_key_matches_evidence`
@@ -76,8 +78,12 @@ def att_obj_from_payload(payload: Any) -> bytes:
     return raw
 
 
-def _permanent_identifier_text(p: PermanentIdentifier) -> str:
-    """The draft §3.1 text form: `device-identifier-value ["/" assigner-value]`."""
+def _permanent_identifier_text(p: PermanentIdentifier) -> str | None:
+    """The draft §3.1 text form `device-identifier-value ["/" assigner-value]`, or None when the
+    value is empty or holds "/" (the ABNF excludes it: "ABC/2.25.1" would read as value ABC
+    with an assigner the evidence never stated, so no order identifier can name it)."""
+    if not p.value or "/" in p.value:
+        return None
     return p.value if p.assigner is None else f"{p.value}/{p.assigner}"
 
 
@@ -95,8 +101,11 @@ def _hardware_module_text(h: HardwareModule) -> str | None:
 
 def attested_identifiers(evidence: Evidence) -> tuple[Identifier, ...]:
     """The device identifiers the evidence proves, as ACME identifiers in the draft's text form."""
-    found = [Identifier(IdentifierType.PERMANENT_IDENTIFIER, _permanent_identifier_text(p))
-             for p in evidence.permanent_identifiers]
+    found = []
+    for permanent in evidence.permanent_identifiers:
+        text = _permanent_identifier_text(permanent)
+        if text is not None:
+            found.append(Identifier(IdentifierType.PERMANENT_IDENTIFIER, text))
     for module in evidence.hardware_modules:
         text = _hardware_module_text(module)
         if text is not None:
@@ -106,6 +115,8 @@ def attested_identifiers(evidence: Evidence) -> tuple[Identifier, ...]:
 
 def _describe_attested(evidence: Evidence) -> str:
     names = [str(i) for i in attested_identifiers(evidence)]
+    names += [f"permanent-identifier with value {p.value!r} (empty or holding \"/\")"
+              for p in evidence.permanent_identifiers if _permanent_identifier_text(p) is None]
     names += [f"hardware-module with serial 0x{h.serial.hex()} and type {h.hw_type} (not UTF-8 text without \"/\")"
               for h in evidence.hardware_modules if _hardware_module_text(h) is None]
     return ", ".join(names)
@@ -136,8 +147,11 @@ def _validation_record(identifier: Identifier, evidence: Evidence) -> dict[str, 
     return record
 
 
-AliasLookup = Callable[[Identifier, Evidence], Awaitable[bool]]
-FirstUse = Callable[[Identifier, Evidence, str], Awaitable[bool]]  # True unless another account used it first
+# The attested identifier an ordered alias stands for (consuming a single-use alias), or None.
+AliasLookup = Callable[[Identifier, Evidence], Awaitable[Identifier | None]]
+# Records the account as the identifier's owner when it has none (bound evidence: takes it
+# over); True when the account owns the identifier afterwards.
+FirstUse = Callable[[Identifier, Evidence, str], Awaitable[bool]]
 
 
 class DeviceAttestValidator:
@@ -176,31 +190,49 @@ class DeviceAttestValidator:
         # Verification is pure CPU work of about a millisecond: no worker thread.
         evidence = self.verify(att_obj, request.token, request.key_authorization)
         self._policy.check(evidence)
-        await self._check_identifier(request.identifier, evidence)
-        if evidence.replayable:
-            await self._admit_replayable(request.identifier, evidence, request.account_thumbprint)
+        device = await self._check_identifier(request.identifier, evidence)
+        await self._check_owner(device, evidence, request.account_thumbprint)
         return ValidationResult(record=_validation_record(request.identifier, evidence), evidence=evidence)
 
-    async def _admit_replayable(self, identifier: Identifier, evidence: Evidence, account_thumbprint: str) -> None:
-        """Evidence without a challenge binding (an EC2 identity document) could be replayed by
-        anyone who saw it, so the first account to enroll an identifier with it owns it: trust on
-        first use, as SPIRE does. That account may enroll it again (renewal); no other may."""
-        if self._first_use is None:
-            raise BadAttestationStatement(
-                f"the {evidence.fmt} attestation is replayable and this CA keeps no first-use registry")
-        if not await self._first_use(identifier, evidence, account_thumbprint):
-            raise BadAttestationStatement(
-                f"{identifier} was first enrolled by another account with replayable {evidence.fmt} evidence; "
-                "such evidence is trusted on first use, for that account only")
+    async def _check_owner(self, device: Identifier, evidence: Evidence, account_thumbprint: str) -> None:
+        """Trust on first use, as SPIRE does for EC2 identity documents: evidence without a
+        challenge binding could be replayed by anyone who saw it, so it is admitted only for the
+        account that owns the identifier. Every successful validation records its account as
+        the owner when the identifier has none, whatever the evidence: otherwise an instance
+        enrolled through aws-nitro (bound) would be free for a stranger to claim with its
+        replayed aws-iid document.
 
-    async def _check_identifier(self, identifier: Identifier, evidence: Evidence) -> None:
+        Bound evidence is admitted regardless of ownership, since it proves possession freshly
+        and for this account. It also takes ownership over from another account (in
+        `FirstUseRegistry.admit`): such an account controls the device now, which is a stronger
+        claim than having been the first to present a document that may have leaked, so the
+        legitimate owner evicts a squatter by enrolling once with bound evidence, and an account
+        key rollover needs no operator when bound evidence is at hand. The cost: two accounts
+        on one instance, one with bound and one with replayable evidence, leave the replayable
+        one refused (TOFU admits one account per identifier either way)."""
+        if self._first_use is None:
+            if evidence.replayable:
+                raise BadAttestationStatement(
+                    f"the {evidence.fmt} attestation is replayable and this CA keeps no first-use registry")
+            return
+        owner = await self._first_use(device, evidence, account_thumbprint)
+        if evidence.replayable and not owner:
+            raise BadAttestationStatement(
+                f"{device} was first enrolled by another account, which owns it; replayable {evidence.fmt} "
+                "evidence is trusted on first use, for the owning account only")
+
+    async def _check_identifier(self, identifier: Identifier, evidence: Evidence) -> Identifier:
+        """The attested identifier the order names: itself, or the one its alias stands for."""
         try:
             check_identifier(identifier, evidence)
+            return identifier
         except BadAttestationStatement:
             # An operator-registered alias (an MDM ClientIdentifier that is an enrollment token)
             # may stand for an attested identifier; checked last, as it consumes the alias.
-            if self._aliases is None or not await self._aliases(identifier, evidence):
+            device = None if self._aliases is None else await self._aliases(identifier, evidence)
+            if not device:
                 raise
+            return device
 
     def verify(self, att_obj: bytes, token: str, key_authorization: str) -> Evidence:
         """Decode, dispatch and verify; every `AttestationError` becomes `badAttestationStatement`."""

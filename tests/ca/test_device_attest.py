@@ -117,9 +117,14 @@ async def test_bad_payload_is_malformed_naming_att_obj(validator, payload):
     (cbor2.dumps({"fmt": b"standin", "attStmt": {}}), "fmt is not a text string"),
     (cbor2.dumps({"fmt": "standin", "attStmt": [1]}), "attStmt is not a map"),
     (cbor2.dumps({"fmt": "standin", "attStmt": {}, "authData": "text"}), "authData is not a byte string"),
+    (cbor2.dumps({"fmt": "standin", "attStmt": {}, "authData": None}), "authData is not a byte string"),
     (bytes.fromhex("a3" "63666d74" "6161" "63666d74" "6162" "6761747453746d74" "a0"), "Duplicate map key"),
+    (cbor2.dumps({"fmt": "standin", "attStmt": {True: 1}}), "map key True: map keys must be"),
+    (cbor2.dumps({"fmt": "standin", "attStmt": {1.5: 1}}), "map key 1.5: map keys must be"),
+    (cbor2.dumps({"fmt": "standin", "attStmt": {None: 1}}), "map key None: map keys must be"),
+    (cbor2.dumps({"fmt": "standin", "attStmt": {"x": {False: 1}}}), "map key False: map keys must be"),
 ], ids=["not-cbor", "trailing", "array", "no-attStmt", "no-fmt", "extra-key", "fmt-bytes", "stmt-array",
-        "authData-text", "duplicate-key"])
+        "authData-text", "authData-null", "duplicate-key", "key-true", "key-float", "key-null", "nested-key-false"])
 async def test_bad_attestation_object(validator, att_obj, detail):
     with pytest.raises(BadAttestationStatement) as info:
         await validator.validate(request(att_payload(att_obj)))
@@ -133,6 +138,11 @@ def test_tags_and_simple_values_are_rejected(tagged):
     att = bytes.fromhex("a263666d7467") + b"standin" + bytes.fromhex("6761747453746d74a16161") + bytes.fromhex(tagged)
     with pytest.raises(MalformedStatement):
         decode_attestation_object(att)
+
+
+def test_integer_and_byte_string_map_keys_are_allowed():
+    obj = decode_attestation_object(cbor2.dumps({"fmt": "standin", "attStmt": {1: b"x", -7: 2, b"k": [True, None]}}))
+    assert obj.att_stmt == {1: b"x", -7: 2, b"k": [True, None]} and obj.auth_data is None
 
 
 def test_oversized_attestation_object_is_rejected():
@@ -203,6 +213,17 @@ async def test_order_without_assigner_does_not_match_evidence_with_one(validator
     att = device.att_obj(KEY_AUTHZ.encode(), assigner="1.2.3.4")
     with pytest.raises(BadAttestationStatement, match="SN-0001/1.2.3.4"):
         await validator.validate(request(att_payload(att), perm("SN-0001")))
+
+
+@pytest.mark.parametrize("ordered", [perm("ABC/2.25.1"), perm("ABC")])
+async def test_attested_value_with_a_slash_has_no_text_form(validator, ordered):
+    """PermanentIdentifier("ABC/2.25.1") without assigner must not match the order "ABC/2.25.1",
+    which reads as value ABC with assigner 2.25.1: an assigner the evidence never stated."""
+    att = Device(serial="ABC/2.25.1").att_obj(KEY_AUTHZ.encode())
+    with pytest.raises(BadAttestationStatement) as info:
+        await validator.validate(request(att_payload(att), ordered))
+    assert info.value.subproblems[0].identifier == ordered
+    assert "permanent-identifier with value 'ABC/2.25.1' (empty or holding \"/\")" in info.value.detail
 
 
 async def test_identifier_less_evidence(validator):
