@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--label", default="", help="a note to remember what the alias is for")
     config_mod.add_arguments(add)
     _tpm_parser(commands)
-    first_use = commands.add_parser("first-use", help="replayable cloud evidence (aws-iid): who owns an instance id")
+    first_use = commands.add_parser("first-use", help="trust on first use: which account owns a device identifier (replayable evidence such as aws-iid is admitted for it only)")
     first_use_commands = first_use.add_subparsers(dest="first_use_command", required=True, metavar="ACTION")
     forget = first_use_commands.add_parser(
         "forget", help="release IDENTIFIER, so that the next account to enroll it owns it (e.g. after an account key rollover)")
@@ -310,7 +310,7 @@ async def _run_first_use(config: config_mod.Config, args: argparse.Namespace) ->
     finally:
         await store.close()
     if not forgotten:
-        print(f"acmeda: {args.identifier} has not enrolled with replayable evidence", file=sys.stderr)
+        print(f"acmeda: {args.identifier} has no owning account (no enrollment recorded)", file=sys.stderr)
         return 1
     print(f"acmeda: {args.identifier} is released; the next account to enroll it owns it")
     return 0

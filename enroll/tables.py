@@ -77,7 +77,8 @@ class TpmActivation(SQLModel, table=True):
 
 
 class ReplayableFirstUse(SQLModel, table=True):
-    """The first enrollment of an identifier with replayable evidence (`enroll.first_use`)."""
+    """The account that owns a device identifier: the first to validate it, or the last with bound
+    evidence (`enroll.first_use`). The table keeps its first name (a rename needs a migration)."""
 
     __tablename__ = "replayable_first_use"
     identifier: str = Field(primary_key=True, max_length=1100)  # "<type>:<value>"

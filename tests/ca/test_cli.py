@@ -127,7 +127,7 @@ def test_first_use_forget_releases_an_instance_to_the_next_account(tmp_path):
     assert released.returncode == 0 and "released" in released.stdout, released.stderr
     assert asyncio.run(admit("second-account")), "after forget the next account owns the instance"
     again = _cli("first-use", "forget", "i-unknown", "--data-dir", str(data))
-    assert again.returncode == 1 and "has not enrolled" in again.stderr
+    assert again.returncode == 1 and "has no owning account" in again.stderr
 
 
 def test_an_alias_registered_twice_is_one_line_not_a_traceback(tmp_path):
