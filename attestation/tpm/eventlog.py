@@ -27,8 +27,18 @@ Facts (`boot_facts`) come only from events on a PCR whose replay matched a quote
 and, where they read event data (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_SEPARATOR), only when
 that data hashes to the event's digest in every verified bank: otherwise
 `RequirementFailed` (`tpm-eventlog-event-data`), because a log could otherwise keep the
-digest and lie about the value. The event *type* is not covered by any digest: facts that
-rest on the type alone (the count of boot applications) are labels, not proofs.
+digest and lie about the value.
+
+The event *type* is covered by no digest (replay binds the PCR index and the digest; only
+EV_NO_ACTION, which replay skips, is bound by it), and software can extend PCR 7 after boot.
+So where a fact depends on it, the type is not trusted (go-attestation's "event log
+disclosure"): on PCRs 0..7 a separator is a record whose digest is H(UINT32 0) or
+H(UINT32 0xFFFFFFFF), whatever its type, an EV_SEPARATOR with another digest is refused,
+and PCR 7 has at most one (`tpm-eventlog-separator`); the Secure Boot policy variables are
+recognised in PCR 7 by their UEFI_VARIABLE_DATA, whatever the type, and a record naming
+one under a type firmware does not use, or after the separator, is refused
+(`tpm-eventlog-secure-boot-policy`). Facts that rest on the type alone (the count of boot
+applications, separators on PCRs 8..15) are labels, not proofs.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from functools import cache
 from typing import Mapping
 from uuid import UUID
 
@@ -52,6 +63,7 @@ class EventType(IntEnum):
     SEPARATOR = 0x00000004
     EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
     EFI_BOOT_SERVICES_APPLICATION = 0x80000003
+    EFI_VARIABLE_AUTHORITY = 0x800000E0
 
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\x00"
@@ -67,7 +79,11 @@ SECURE_BOOT_VARIABLES = {  # the Secure Boot policy the PFP has measured into PC
     (EFI_GLOBAL_VARIABLE, "PK"): 0, (EFI_GLOBAL_VARIABLE, "KEK"): 1, (EFI_IMAGE_SECURITY_DATABASE, "db"): 2,
     (EFI_IMAGE_SECURITY_DATABASE, "dbx"): 3, (EFI_IMAGE_SECURITY_DATABASE, "dbt"): 4, (EFI_IMAGE_SECURITY_DATABASE, "dbr"): 5,
 }
+SECURE_BOOT = (EFI_GLOBAL_VARIABLE, "SecureBoot")
+SECURE_BOOT_DB = (EFI_IMAGE_SECURITY_DATABASE, "db")
 SECURE_BOOT_VALUES = {b"\x01": "enabled", b"\x00": "disabled"}
+SEPARATOR_PCRS = range(8)  # the PFP's separators; 8..15 are the OS's (Windows logs "WBCL" on 12..14)
+SEPARATOR_VALUES = (bytes(4), b"\xff\xff\xff\xff")  # PFP: UINT32 0, or 0xFFFFFFFF after an error
 
 
 @dataclass(frozen=True)
@@ -288,21 +304,88 @@ def uefi_variable(event: Event) -> tuple[UUID, str, bytes]:
     return guid, name, value
 
 
-def _secure_boot_policy(events: list[Event]) -> tuple[str | None, list[str]]:
-    """SecureBoot and the policy variables measured in PCR 7 before its separator (the firmware's)."""
+@cache
+def _separator_digests(bank: int) -> Mapping[bytes, bytes]:
+    return {_digest(bank, value): value for value in SEPARATOR_VALUES}
+
+
+def _is_separator(event: Event, banks: tuple[int, ...]) -> bool:
+    """On PCRs 0..7, a separator by its digest (the type is covered by no digest, so a real
+    separator relabelled still counts); on 8..15, by its type (a label)."""
+    if event.pcr not in SEPARATOR_PCRS:
+        return event.type == EventType.SEPARATOR
+    values = {_separator_digests(bank).get(event.digests[bank]) for bank in banks}
+    if values == {None}:
+        if event.type == EventType.SEPARATOR:
+            raise RequirementFailed(
+                f"{event.describe()}: separator check: the digest is neither H(00000000) nor H(ffffffff)",
+                check="tpm-eventlog-separator",
+            )
+        return False
+    if len(values) != 1:
+        raise RequirementFailed(
+            f"{event.describe()}: separator check: the digest is a separator's in some banks only",
+            check="tpm-eventlog-separator",
+        )
+    return True
+
+
+def _policy_variable(event: Event) -> tuple[tuple[UUID, str], bytes] | None:
+    """The Secure Boot policy variable (SecureBoot, PK, KEK, db, ...) whose UEFI_VARIABLE_DATA
+    `event` carries, whatever its type; None for other data (which only a config event must parse)."""
+    try:
+        guid, name, value = uefi_variable(event)
+    except MalformedStatement:
+        if event.type == EventType.EFI_VARIABLE_DRIVER_CONFIG:
+            raise
+        return None
+    key = (guid, name)
+    return (key, value) if key == SECURE_BOOT or key in SECURE_BOOT_VARIABLES else None
+
+
+def _check_policy_type(event: Event, key: tuple[UUID, str], after_separator: bool) -> None:
+    """The firmware measures a policy variable as EV_EFI_VARIABLE_DRIVER_CONFIG, before the
+    separator. Any other label on one is a relabelled record: refused rather than counted,
+    which is stricter and what real logs allow. One exception on either side of the separator:
+    EV_EFI_VARIABLE_AUTHORITY naming db, the db entry that verified an image (PFP; before the
+    separator for option ROM drivers on physical machines, after it for the boot loader)."""
+    if event.type == EventType.EFI_VARIABLE_AUTHORITY and key == SECURE_BOOT_DB:
+        return
+    if event.type != EventType.EFI_VARIABLE_DRIVER_CONFIG:
+        problem = f"the {key[1]} variable under a type firmware does not measure it with (relabelled)"
+    elif after_separator:
+        problem = f"the {key[1]} variable after PCR 7's separator (measured by software)"
+    else:
+        return
+    raise RequirementFailed(f"{event.describe()}: secure boot policy check: {problem}", check="tpm-eventlog-secure-boot-policy")
+
+
+def _secure_boot_policy(events: list[Event], separators: list[Event], banks: tuple[int, ...]) -> tuple[str | None, list[str]]:
+    """SecureBoot and the policy variables measured in PCR 7 before its separator (the firmware's),
+    recognised by content: software may append to PCR 7 after boot, and relabel any record."""
+    if len(separators) > 1:
+        raise RequirementFailed(
+            f"separator check: PCR 7 has {len(separators)} separators (events {', '.join(str(e.number) for e in separators)}); "
+            "firmware measures one, the others were appended", check="tpm-eventlog-separator",
+        )
+    if not separators:
+        return None, []  # no separator: the firmware's part of PCR 7 cannot be told apart
     values, measured = set(), set()
     for event in events:
-        if event.type == EventType.SEPARATOR:
-            break
-        if event.type != EventType.EFI_VARIABLE_DRIVER_CONFIG:
+        after_separator = event.number >= separators[0].number
+        if not after_separator:
+            _check_event_data(event, banks)  # the firmware's PCR 7 records hash their data: none can hide
+        found = _policy_variable(event)
+        if found is None:
             continue
-        guid, name, value = uefi_variable(event)
-        if (guid, name) == (EFI_GLOBAL_VARIABLE, "SecureBoot"):
+        key, value = found
+        _check_policy_type(event, key, after_separator)
+        if after_separator:
+            continue
+        if key == SECURE_BOOT:
             values.add(value)
-        elif (guid, name) in SECURE_BOOT_VARIABLES:
-            measured.add((guid, name))
-    else:
-        return None, []  # no separator: the firmware's part of PCR 7 cannot be told apart
+        else:
+            measured.add(key)
     state = SECURE_BOOT_VALUES.get(values.pop()) if len(values) == 1 else None  # none, or conflicting
     return state, [name for _, name in sorted(measured, key=SECURE_BOOT_VARIABLES.__getitem__)]
 
@@ -314,14 +397,18 @@ def boot_facts(log: EventLog, verified: Replay) -> BootFacts:
     for event in covered:
         if event.type in (EventType.EFI_VARIABLE_DRIVER_CONFIG, EventType.SEPARATOR):
             _check_event_data(event, verified.banks_covering(event.pcr))
-    secure_boot, variables = _secure_boot_policy([event for event in covered if event.pcr == 7])
-    separators = sorted({event.pcr for event in covered if event.type == EventType.SEPARATOR})
+    extended = [event for event in covered if event.type != EventType.NO_ACTION]  # replay binds this type
+    separators = [event for event in extended if _is_separator(event, verified.banks_covering(event.pcr))]
+    secure_boot, variables = _secure_boot_policy(
+        [event for event in extended if event.pcr == 7], [event for event in separators if event.pcr == 7],
+        verified.banks_covering(7),
+    )
     applications = sum(1 for e in covered if e.pcr == 4 and e.type == EventType.EFI_BOOT_SERVICES_APPLICATION)
     banks = sorted(bank for bank, pcrs in verified.verified.items() if pcrs)
     facts = {
         "boot_log_banks": ",".join(Alg(bank).name.lower() for bank in banks),
         "boot_pcrs": ",".join(str(pcr) for pcr in sorted(set().union(*verified.verified.values()))),
-        "boot_separators": ",".join(str(pcr) for pcr in separators),
+        "boot_separators": ",".join(str(pcr) for pcr in sorted({event.pcr for event in separators})),
         "boot_applications": str(applications) if 4 in {e.pcr for e in covered} else "",
         "secure_boot_variables": ",".join(variables),
     }

@@ -131,6 +131,8 @@ REJECTIONS = [
     ("event-dropped", dict(drop_event=18), RequirementFailed, "tpm-eventlog-replay", "PCR 4"),
     ("locality-event-dropped", dict(startup_locality=3, drop_event=1), RequirementFailed, "tpm-eventlog-replay", "PCR 0"),
     ("secure-boot-value-lie", dict(logged_secure_boot=b"\x01", secure_boot=b"\x00"), RequirementFailed, "tpm-eventlog-event-data", "event 3 (PCR 7"),
+    ("os-appends-secure-boot-on", dict(secure_boot=b"\x00", after_boot=(secure_boot_variable(b"\x01"),)),
+     RequirementFailed, "tpm-eventlog-secure-boot-policy", "after PCR 7's separator"),
     ("separator-data-lie", dict(logged_separator=b"\x01\x00\x00\x00"), RequirementFailed, "tpm-eventlog-event-data", "EV_SEPARATOR"),
     ("log-empty", dict(log_edit=lambda log: b""), MalformedStatement, "tpm-eventlog", "empty"),
     ("log-truncated", dict(log_edit=lambda log: log[:-1]), MalformedStatement, "tpm-eventlog", "truncated"),
@@ -164,7 +166,6 @@ DEFAULT = {**FIRMWARE_FACTS, "boot_applications": "2", "boot_log_banks": "sha256
 FACTS = [
     ("default", dict(), "enabled", {}),
     ("secure-boot-off", dict(secure_boot=b"\x00"), "disabled", {}),
-    ("os-appends-secure-boot-on", dict(secure_boot=b"\x00", after_boot=(secure_boot_variable(b"\x01"),)), "disabled", {}),
     ("conflicting-firmware-values", dict(before_separators=(secure_boot_variable(b"\x00"),)), None, {}),
     ("secure-boot-not-one-byte", dict(secure_boot=b"\x01\x00"), None, {}),
     ("startup-locality-3", dict(startup_locality=3), "enabled", {}),
