@@ -30,6 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from attestation.errors import CertificateRevoked, ChainExpired, MalformedStatement, UnsupportedFormat, UntrustedChain
 
 MAX_CHAIN_LENGTH = 8
+# Bounds on a subject or issuer Name, checked before anything decodes or normalises it: RFC
+# 5280 §7.1 comparison runs LDAP StringPrep over every attribute, so an issuer of thousands of
+# RDNs in one statement would cost seconds of CPU. Real attestation certificates carry at
+# most 6 attributes in under 200 bytes (every chain and root under ../shared/vectors).
+MAX_NAME_ATTRIBUTES = 64
+MAX_NAME_BYTES = 4096
 _CACHE_SIZE = 512
 
 _HASHES = {
@@ -68,7 +74,8 @@ def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certif
     decoded now, so malformed ones fail here; other extension values stay undecoded. Names
     are compared by their encoding first and decoded only when a format reads them or two
     encodings differ: decoding a name costs more than the rest of a leaf, and a malformed one
-    still fails, as MalformedStatement at the format's `catch_builtins` boundary.
+    still fails, as MalformedStatement at the format's `catch_builtins` boundary. Only the size
+    and attribute count of subject and issuer are checked here (`check_name_bounds`).
     """
     if not isinstance(der, (bytes, bytearray)):
         raise MalformedStatement(f"{what} is not a byte string")
@@ -81,9 +88,13 @@ def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certif
     try:
         cert = asn1_x509.Certificate.load(der, strict=True)
         tbs = cert["tbs_certificate"]
+        for field in ("subject", "issuer"):
+            check_name_bounds(tbs[field], f"{what} {field}")
         tbs["validity"].native
         cert["signature_algorithm"].native, cert["signature_value"].native
         _extension_value(cert, "2.5.29.19"), _extension_value(cert, "2.5.29.15")
+    except MalformedStatement:
+        raise
     except Exception as exc:  # asn1crypto raises ValueError, TypeError and friends
         raise MalformedStatement(f"{what} is not a valid X.509 certificate: {exc}") from exc
     with _cache_lock:
@@ -91,6 +102,21 @@ def parse_certificate(der: bytes, what: str = "certificate") -> asn1_x509.Certif
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return cert
+
+
+def check_name_bounds(name: asn1_x509.Name, what: str = "certificate name") -> None:
+    """Refuse a Name over MAX_NAME_BYTES encoded or with more than MAX_NAME_ATTRIBUTES attributes.
+
+    Reads only the encoding's length and the RDN headers, never an attribute value.
+    """
+    size = len(name.chosen.contents or b"")
+    if size > MAX_NAME_BYTES:
+        raise MalformedStatement(f"{what} Name is {size} bytes, more than the {MAX_NAME_BYTES} allowed")
+    attributes = 0
+    for rdn in name.chosen:
+        attributes += len(rdn)
+        if attributes > MAX_NAME_ATTRIBUTES:
+            raise MalformedStatement(f"{what} Name has more than {MAX_NAME_ATTRIBUTES} attributes")
 
 
 def _extension_value(cert: asn1_x509.Certificate, dotted: str):
@@ -272,7 +298,10 @@ def _subject_key(der: bytes) -> str | None:
 
 def _name_key(name: asn1_x509.Name) -> str | None:
     try:
+        check_name_bounds(name)  # parse_certificate checked already; this guards any other caller
         return _normalised_name(name.dump())
+    except MalformedStatement:
+        raise
     except Exception:
         return None
 

@@ -11,7 +11,11 @@ Checks, in order, each failure naming itself:
 4. the leaf, and only the leaf, carries a well-formed KeyDescription (RequirementFailed,
    MalformedStatement), whose attestationChallenge equals `ctx.binding.challenge`
    (ChallengeMismatch);
-5. `sig` verifies over `ctx.binding.att_to_be_signed` with the leaf key and `alg` (InvalidSignature).
+5. the key was generated in the device (origin GENERATED) and may sign (purpose ∋ SIGN),
+   read from teeEnforced for a TEE or StrongBox trust level and from both lists for a
+   software one, as WebAuthn §8.4 requires (RequirementFailed): an imported key may exist
+   outside the device, whatever the level of the KeyMint that holds a copy;
+6. `sig` verifies over `ctx.binding.att_to_be_signed` with the leaf key and `alg` (InvalidSignature).
 
 Facts come from the hardware-enforced (teeEnforced) authorization list only: the
 softwareEnforced list is written by Android userspace and proves nothing. Whether a
@@ -84,6 +88,12 @@ _LEVELS = {
 }
 _BOOT_STATES = {"Verified": "verified", "SelfSigned": "self-signed", "Unverified": "unverified", "Failed": "failed"}
 _DEVICE_IDS = ("brand", "device", "product", "manufacturer", "model")
+# KeyMint KeyOrigin.aidl and KeyPurpose.aidl (hardware/interfaces/security/keymint/aidl)
+_ORIGIN_GENERATED = 0
+_ORIGINS = {0: "GENERATED", 1: "DERIVED", 2: "IMPORTED", 3: "RESERVED", 4: "SECURELY_IMPORTED"}
+_PURPOSE_SIGN = 2
+_PURPOSES = {0: "ENCRYPT", 1: "DECRYPT", 2: "SIGN", 3: "VERIFY", 4: "DERIVE_KEY", 5: "WRAP_KEY", 6: "AGREE_KEY",
+             7: "ATTEST_KEY"}
 
 
 def default_roots() -> tuple[bytes, ...]:
@@ -154,8 +164,9 @@ def _statement(att_stmt: Mapping[str, Any]) -> tuple[int, bytes, list[bytes]]:
 @catch_builtins
 def _leaf_key(der: bytes) -> tuple[str, bytes]:
     """(key type, SubjectPublicKeyInfo DER) of the leaf, or UnsupportedFormat naming the type."""
+    cert = parse_certificate(der, "leaf certificate")  # strict: no bytes after the DER
     try:
-        spki = asn1_x509.Certificate.load(der)["tbs_certificate"]["subject_public_key_info"].dump()
+        spki = cert["tbs_certificate"]["subject_public_key_info"].dump()
         oid = AnyPublicKeyInfo.load(spki)["algorithm"]["algorithm"].dotted
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise MalformedStatement(f"leaf certificate is not a valid X.509 certificate: {exc}") from exc
@@ -179,7 +190,7 @@ def _anchor(der: bytes) -> tuple[datetime, datetime, bytes]:
 def _likely_anchors(chain: Sequence[bytes], roots: Sequence[bytes], now: datetime) -> tuple[bytes, ...]:
     """The roots worth trying first: valid at `now`, and sent in x5c or naming an x5c issuer."""
     current = [r for r in roots if _anchor(r)[0] <= now <= _anchor(r)[1]]
-    issuers = {asn1_x509.Certificate.load(der).issuer.dump() for der in chain}
+    issuers = {parse_certificate(der, "chain certificate").issuer.dump() for der in chain}
     return tuple(r for r in current if r in chain) or tuple(r for r in current if _anchor(r)[2] in issuers)
 
 
@@ -222,7 +233,7 @@ def _anchored_leaf(x5c: Sequence[bytes], ctx: VerificationContext) -> list[asn1_
     issuers = _anchored(x5c[1:], ctx)
     if len(issuers) == 2 and issuers[0].dump() == issuers[1].dump():
         issuers = issuers[:1]  # x5c[1] is itself the root
-    leaf = asn1_x509.Certificate.load(x5c[0])
+    leaf = parse_certificate(x5c[0], "leaf certificate")
     if not _signed_by(leaf, issuers[0]):
         raise UntrustedChain("leaf certificate is not signed by the next certificate in x5c")
     _check_validity(leaf, ctx.now, "leaf")
@@ -276,6 +287,33 @@ def _level(description: KeyDescription) -> tuple[TrustLevel, str]:
     return min(levels, key=lambda level: level[0].rank)
 
 
+def _trust(chain: Sequence[bytes], description: KeyDescription) -> tuple[TrustLevel, str]:
+    if chain[-1] in software_roots():
+        return TrustLevel.SOFTWARE, "software"  # anyone holds this root's key
+    return _level(description)
+
+
+@catch_builtins
+def _check_key_origin_and_purpose(description: KeyDescription, trust_level: TrustLevel) -> None:
+    """WebAuthn §8.4: origin GENERATED and purpose ∋ SIGN, from teeEnforced alone when the key
+    is to count as TEE- or StrongBox-protected, else from the union of both lists."""
+    if trust_level is TrustLevel.SOFTWARE:
+        names, where = ("hardware_enforced", "software_enforced"), "teeEnforced or softwareEnforced"
+    else:
+        names, where = ("hardware_enforced",), "teeEnforced"
+    origins = {description[name]["origin"].native for name in names} - {None}
+    if not origins:
+        raise RequirementFailed(f"{where} has no key origin: the key is not proved GENERATED in the device")
+    for origin in sorted(origins):
+        if origin != _ORIGIN_GENERATED:
+            raise RequirementFailed(f"key origin is {_ORIGINS.get(origin, 'unknown')} ({origin}), not GENERATED: "
+                                    "the key may exist outside the device")
+    purposes = set().union(*(description[name]["purpose"].native or () for name in names))
+    if _PURPOSE_SIGN not in purposes:
+        listed = ", ".join(f"{_PURPOSES.get(p, 'unknown')} ({p})" for p in sorted(purposes)) or "none"
+        raise RequirementFailed(f"key purpose in {where} ({listed}) does not include SIGN (2)")
+
+
 @catch_builtins
 def _hardware_facts(description: KeyDescription) -> tuple[dict, dict[str, str], tuple[PermanentIdentifier, ...]]:
     tee = description["hardware_enforced"]
@@ -318,16 +356,14 @@ def _as_sent(path: Sequence[asn1_x509.Certificate], x5c: Sequence[bytes],
 
 
 def _evidence(chain: tuple[bytes, ...], description: KeyDescription, spki: bytes, ctx: VerificationContext) -> Evidence:
-    trust_level, protection = _level(description)
+    trust_level, protection = _trust(chain, description)
     extra = {
         "android.attestation_version": str(description["attestation_version"].native),
         "android.keymint_version": str(description["keymint_version"].native),
     }
     posture: dict[str, Any] = {}
     identifiers: tuple[PermanentIdentifier, ...] = ()
-    if chain[-1] in software_roots():
-        trust_level, protection = TrustLevel.SOFTWARE, "software"  # anyone holds this root's key
-    else:
+    if chain[-1] not in software_roots():  # under the software root, no fact is proved
         posture, facts, identifiers = _hardware_facts(description)
         extra.update(facts)
     return Evidence(
@@ -345,7 +381,7 @@ def _evidence(chain: tuple[bytes, ...], description: KeyDescription, spki: bytes
 
 
 def verify_x5c(x5c: Sequence[bytes], ctx: VerificationContext) -> Evidence:
-    """Checks 2–4 on a bare chain: all of `verify` but `sig` (what captured chains can exercise)."""
+    """Checks 2–5 on a bare chain: all of `verify` but `sig` (what captured chains can exercise)."""
     return _verified_x5c(x5c, ctx)[0]
 
 
@@ -357,7 +393,9 @@ def _verified_x5c(x5c: Sequence[bytes], ctx: VerificationContext) -> tuple[Evide
     check_revocation(path, ctx.revocation.get(FMT), FMT)
     description = _key_description(path)
     _check_challenge(description, ctx)
-    return _evidence(_as_sent(path, x5c, ctx), description, spki, ctx), key_type
+    chain = _as_sent(path, x5c, ctx)
+    _check_key_origin_and_purpose(description, _trust(chain, description)[0])
+    return _evidence(chain, description, spki, ctx), key_type
 
 
 @catch_builtins

@@ -262,6 +262,22 @@ REJECTIONS = [
     ({"key_description": "truncated"}, MalformedStatement, "parse_key_description"),
     ({"device_locked": "ber"}, MalformedStatement, "BOOLEAN is not DER-encoded"),
     ({"extra_tee": {"attestation_id_serial": b"\xff\xfe"}}, MalformedStatement, "UnicodeDecodeError"),
+    # WebAuthn §8.4: origin GENERATED and purpose ∋ SIGN, from teeEnforced for a TEE/StrongBox key
+    ({"extra_tee": {"origin": 2}}, RequirementFailed,
+     r"key origin is IMPORTED \(2\), not GENERATED: the key may exist outside the device"),
+    ({"extra_tee": {"origin": 4}}, RequirementFailed, r"key origin is SECURELY_IMPORTED \(4\), not GENERATED"),
+    ({"extra_tee": {"origin": 1}, "security_level": "StrongBox"}, RequirementFailed, r"DERIVED \(1\)"),
+    ({"extra_tee": {"purpose": {0, 1}}}, RequirementFailed,
+     r"purpose in teeEnforced \(ENCRYPT \(0\), DECRYPT \(1\)\) does not include SIGN \(2\)"),
+    ({"extra_tee": {"purpose": None}}, RequirementFailed, r"purpose in teeEnforced \(none\)"),
+    ({"extra_tee": {"origin": None}, "extra_software": {"origin": 0}}, RequirementFailed,
+     "teeEnforced has no key origin"),  # softwareEnforced proves nothing for a TEE key
+    ({"extra_tee": {"purpose": None}, "extra_software": {"purpose": {2}}}, RequirementFailed,
+     "purpose in teeEnforced"),
+    ({"security_level": "Software", "extra_software": {"origin": 2}}, RequirementFailed,
+     r"key origin is IMPORTED \(2\)"),  # a software key: the union of both lists
+    ({"security_level": "Software", "extra_tee": {"origin": None}}, RequirementFailed,
+     "teeEnforced or softwareEnforced has no key origin"),
 ]
 
 
@@ -281,6 +297,15 @@ def test_fleet_rejection(knobs, error, detail):
 def test_malformed_statements(att_stmt, detail):
     with pytest.raises(MalformedStatement, match=detail):
         verify(att_stmt, attest(BINDING).context())
+
+
+def test_bytes_after_the_leaf_der_are_refused():
+    att = attest(BINDING)
+    x5c = [att.chain[0] + b"TRAILING", *att.chain[1:]]
+    with pytest.raises(MalformedStatement, match="leaf certificate is not a valid X.509 .*trailing data"):
+        verify(dict(att.att_stmt, x5c=x5c), att.context())
+    with pytest.raises(MalformedStatement, match="trailing data"):
+        verify_x5c(x5c, att.context())
 
 
 def test_unknown_signature_algorithm_in_chain_is_an_attestation_error():
@@ -330,6 +355,10 @@ ACCEPTS = [  # knobs → facts expected on Evidence (or on its posture)
     ({"os_version": 0, "os_patch_level": None}, {"os_version": None, "os_patch_level": None}),
     ({"os_patch_level": 202513, "vendor_patch_level": 2025}, {"os_patch_level": None, "vendor_patch_level": None}),
     ({"os_version": 170102, "boot_patch_level": 202601}, {"os_version": "17.1.2", "boot_patch_level": "202601"}),
+    ({"extra_tee": {"purpose": {2, 3, 7}}}, {"trust_level": TrustLevel.TEE}),
+    ({"extra_software": {"origin": 2, "purpose": {0}}}, {"trust_level": TrustLevel.TEE}),  # only teeEnforced counts
+    ({"security_level": "Software", "extra_tee": {"origin": None, "purpose": None},
+      "extra_software": {"origin": 0, "purpose": {2}}}, {"trust_level": TrustLevel.SOFTWARE}),
 ]
 
 
