@@ -130,11 +130,37 @@ def verify_ek_certificate(
     except AttestationError as exc:
         raise _relabel(exc, "EK certificate") from exc
     leaf = path[0]
+    _check_ek_usage(leaf)
     public_key = _ek_public_key(leaf["tbs_certificate"]["subject_public_key_info"])
     extension = san_extension(leaf)
     san = decode_san(extension[0]) if extension is not None else TpmSan()
     return EndorsementKey(canonical_spki(public_key), Protector.for_key(public_key), san,
                           tuple(cert.dump() for cert in path))
+
+
+_EK_CERTIFICATE_EKU = "2.23.133.8.1"  # tcg-kp-EKCertificate (TCG EK Credential Profile)
+_EK_KEY_USAGES = {"key_encipherment", "key_agreement"}
+
+
+def _check_ek_usage(leaf: asn1_x509.Certificate) -> None:
+    """The leaf must be an EK certificate, not any certificate a TPM maker's root signed: the
+    CA seals the activation secret to its key, so a CA certificate, a signing key's certificate
+    (an AK's, a GCE signing key's) or a server certificate under the same root would let whoever
+    holds that key answer the activation in software. The TCG profile's marks are checked where
+    present: Google's EK certificates carry no EKU, and a Nuvoton ECC EK certificate says
+    keyEncipherment where keyAgreement belongs, so either encryption usage passes."""
+    constraints = leaf.basic_constraints_value
+    if constraints is not None and constraints["ca"].native:
+        raise RequirementFailed("the EK certificate is a CA certificate (basicConstraints cA TRUE)", check="ek-certificate")
+    usage = leaf.key_usage_value
+    if usage is not None and not usage.native & _EK_KEY_USAGES:
+        raise RequirementFailed(f"the EK certificate's keyUsage ({', '.join(sorted(usage.native)) or 'none'}) allows "
+                                "neither keyEncipherment nor keyAgreement: it certifies no encryption key",
+                                check="ek-certificate")
+    purposes = leaf.extended_key_usage_value
+    if purposes is not None and _EK_CERTIFICATE_EKU not in [p.dotted for p in purposes]:
+        raise RequirementFailed("the EK certificate's extendedKeyUsage lacks tcg-kp-EKCertificate (2.23.133.8.1)",
+                                check="ek-certificate")
 
 
 @catch_builtins

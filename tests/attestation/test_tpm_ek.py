@@ -13,6 +13,7 @@ from importlib import resources
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from attestation.errors import AttestationError, ChainExpired, MalformedStatement, RequirementFailed, UntrustedChain
@@ -27,7 +28,10 @@ from attestation.tpm.ek import (
 from tests.enroll import soft_tpm
 from tests.vectors import VECTORS, entry, parse_time, read
 
-EK_VECTORS = sorted(p.name for p in (VECTORS / "tpm-ek").glob("*.der"))
+# The GCE "sign" certificates in tpm-ek/ certify signing keys of the vTPM (keyUsage
+# digitalSignature only): they chain to the same roots but are not EK certificates.
+SIGNING_KEY_VECTORS = sorted(p.name for p in (VECTORS / "tpm-ek").glob("*-sign-cert.der"))
+EK_VECTORS = sorted(p.name for p in (VECTORS / "tpm-ek").glob("*.der") if p.name not in SIGNING_KEY_VECTORS)
 EXPECTED_TPM = {
     "stm-rsa-ek-keylime.der": ("id:53544D20", "ST33HTPHAHB4", "id:00490004"),
     "nuvoton-ecc-ek-malformed-keylime.der": ("id:4E544300", "NPCT75x", "id:00070002"),
@@ -196,3 +200,65 @@ def test_roots_and_intermediates_are_separate():
     trust = default_ek_trust()
     assert not set(trust.roots) & set(trust.intermediates)
     assert len(trust.roots) >= 20 and len(trust.intermediates) >= 100
+
+
+@pytest.mark.parametrize("name", SIGNING_KEY_VECTORS)
+def test_a_real_signing_key_certificate_under_a_tpm_root_is_not_an_ek_certificate(name):
+    with pytest.raises(RequirementFailed) as caught:
+        verify_ek_certificate(read(f"tpm-ek/{name}"), default_ek_trust(), _inside_window(name))
+    assert caught.value.check == "ek-certificate"
+    assert "allows neither keyEncipherment nor keyAgreement" in str(caught.value)
+
+
+def _maker_leaf(maker, *, eku=None, ca=False, key_usage=None) -> bytes:
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(maker.intermediate.subject)
+               .public_key(soft_tpm.private_key("rsa", 9).public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(soft_tpm.NOW - timedelta(days=1)).not_valid_after(soft_tpm.NOW + timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    return soft_tpm.der(builder.sign(maker.intermediate_key, hashes.SHA256()))
+
+
+def _key_usage(**set_bits) -> x509.KeyUsage:
+    bits = dict(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(**{**bits, **set_bits})
+
+
+EK_OID = x509.ObjectIdentifier("2.23.133.8.1")
+NOT_EK_CERTIFICATES = [
+    ("server-certificate", dict(eku=[x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), "lacks tcg-kp-EKCertificate"),
+    ("ak-certificate", dict(eku=[x509.ObjectIdentifier("2.23.133.8.3")], key_usage=_key_usage(digital_signature=True)),
+     "allows neither keyEncipherment nor keyAgreement"),
+    ("ca-certificate", dict(eku=[EK_OID], ca=True), "is a CA certificate"),
+]
+
+
+@pytest.mark.parametrize("case, fields, words", NOT_EK_CERTIFICATES, ids=[c[0] for c in NOT_EK_CERTIFICATES])
+def test_a_certificate_under_a_maker_root_must_be_an_ek_certificate(case, fields, words):
+    """The activation secret is sealed to the certificate's key: whoever holds the key of any
+    other certificate the maker signed could answer it in software."""
+    maker = soft_tpm.maker()
+    trust = EkTrust((soft_tpm.der(maker.root),), ())
+    with pytest.raises(RequirementFailed) as caught:
+        verify_ek_certificate(_maker_leaf(maker, **fields), trust, soft_tpm.NOW, chain=[soft_tpm.der(maker.intermediate)])
+    assert caught.value.check == "ek-certificate" and words in str(caught.value)
+
+
+def test_the_makers_intermediate_is_not_an_ek_certificate():
+    maker = soft_tpm.maker()
+    trust = EkTrust((soft_tpm.der(maker.root),), ())
+    with pytest.raises(RequirementFailed, match="is a CA certificate"):
+        verify_ek_certificate(soft_tpm.der(maker.intermediate), trust, soft_tpm.NOW)
+
+
+@pytest.mark.parametrize("fields", [dict(), dict(eku=[EK_OID]), dict(key_usage=_key_usage(key_encipherment=True)),
+                                    dict(eku=[EK_OID], key_usage=_key_usage(key_agreement=True))],
+                         ids=["no-eku-no-key-usage", "ek-eku", "key-encipherment", "ek-eku-key-agreement"])
+def test_ek_certificates_pass_with_the_profiles_marks_or_without_them(fields):
+    maker = soft_tpm.maker()
+    trust = EkTrust((soft_tpm.der(maker.root),), ())
+    assert verify_ek_certificate(_maker_leaf(maker, **fields), trust, soft_tpm.NOW, chain=[soft_tpm.der(maker.intermediate)])
