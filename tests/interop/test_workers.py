@@ -71,7 +71,9 @@ def test_one_flow_across_the_workers(server):
     client = FreshConnections(server)
     issue_ip_certificate(client, client.directory["newAccount"], client.directory["newOrder"])
     cpu_after = workers_of(server.process)
-    served = [pid for pid in cpu_before if cpu_after.get(pid, 0) - cpu_before[pid] >= 0.02]
+    # Any CPU tick counts: /proc rounds down to 10 ms ticks, and a worker that served a few of
+    # the flow's requests on a fast machine may have used less than two (the old threshold).
+    served = [pid for pid in cpu_before if cpu_after.get(pid, 0) > cpu_before[pid]]
     assert len(served) >= 2, f"the flow's requests should have spread over the workers: {cpu_before} → {cpu_after}"
 
 
