@@ -24,7 +24,7 @@ from attestation.evidence import Evidence
 from ca.clock import Clock
 from ca.identifiers import Identifier
 from ca.storage import repository as repo
-from ca.storage.repository import Conflict, Store
+from ca.storage.repository import Store
 from enroll.records import ReplayableFirstUse
 
 
@@ -46,20 +46,25 @@ class FirstUseRegistry:
         evidence; bound evidence (`evidence.replayable` false) takes ownership over from another
         account and is always True. Atomic across replicas: the row's key is the identifier."""
         key = f"{identifier.type.value}:{identifier.value}"
-        row = ReplayableFirstUse(identifier=key, fmt=evidence.fmt, account_thumbprint=account_thumbprint,
-                                 used_at=self._clock.now())
-        try:
-            async with self._store.transaction() as tx:
-                await repo.insert(tx, row)
-            return True
-        except Conflict:
-            pass
-        if not evidence.replayable:
-            async with self._store.transaction() as tx:
-                await tx.run('UPDATE "replayable_first_use" SET account_thumbprint = ?, fmt = ?, used_at = ? '
-                             'WHERE identifier = ? AND account_thumbprint <> ?',
-                             account_thumbprint, evidence.fmt, row.used_at, key, account_thumbprint)
+        values = (key, evidence.fmt, account_thumbprint, self._clock.now())
+        # One statement either way, where an INSERT that failed on the key was followed by a
+        # second transaction (an UPDATE for bound evidence, a read for replayable).
+        async with self._store.statement() as tx:
+            if not evidence.replayable:
+                await tx.run(_INSERT_OR_TAKE_OVER_SQL, *values)
+                return True
+            recorded = await tx.run(_INSERT_IF_UNOWNED_SQL, *values)
+        if recorded == 1:
             return True
         async with self._store.read() as tx:
             first = await repo.get(tx, ReplayableFirstUse, key)
         return first is not None and hmac.compare_digest(first.account_thumbprint, account_thumbprint)
+
+
+_INSERT_IF_UNOWNED_SQL = ('INSERT INTO "replayable_first_use" (identifier, fmt, account_thumbprint, used_at) '
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (identifier) DO NOTHING")
+_INSERT_OR_TAKE_OVER_SQL = (
+    'INSERT INTO "replayable_first_use" (identifier, fmt, account_thumbprint, used_at) VALUES (?, ?, ?, ?) '
+    "ON CONFLICT (identifier) DO UPDATE SET account_thumbprint = excluded.account_thumbprint, fmt = excluded.fmt, "
+    'used_at = excluded.used_at WHERE "replayable_first_use".account_thumbprint <> excluded.account_thumbprint'
+)
