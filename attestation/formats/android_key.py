@@ -355,8 +355,9 @@ def _as_sent(path: Sequence[asn1_x509.Certificate], x5c: Sequence[bytes],
     return tuple(by_signature[cert["signature_value"].native] for cert in path)
 
 
-def _evidence(chain: tuple[bytes, ...], description: KeyDescription, spki: bytes, ctx: VerificationContext) -> Evidence:
-    trust_level, protection = _trust(chain, description)
+def _evidence(chain: tuple[bytes, ...], description: KeyDescription, spki: bytes, ctx: VerificationContext,
+              trust: tuple[TrustLevel, str]) -> Evidence:
+    trust_level, protection = trust
     extra = {
         "android.attestation_version": str(description["attestation_version"].native),
         "android.keymint_version": str(description["keymint_version"].native),
@@ -394,8 +395,9 @@ def _verified_x5c(x5c: Sequence[bytes], ctx: VerificationContext) -> tuple[Evide
     description = _key_description(path)
     _check_challenge(description, ctx)
     chain = _as_sent(path, x5c, ctx)
-    _check_key_origin_and_purpose(description, _trust(chain, description)[0])
-    return _evidence(chain, description, spki, ctx), key_type
+    trust = _trust(chain, description)
+    _check_key_origin_and_purpose(description, trust[0])
+    return _evidence(chain, description, spki, ctx, trust), key_type
 
 
 @catch_builtins
