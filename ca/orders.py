@@ -161,9 +161,13 @@ async def _replacement_failed(tx: repo.Transaction, order_id: str, now: datetime
     found = await repo.order_with_authorizations(tx, order_id)
     if found is None:  # orders are never deleted; should one be, keep its claim (fail closed)
         return False
-    earlier, authzs = found
+    return derived_status(*found, now) is Status.INVALID
+
+
+def derived_status(order: Order, authzs: Sequence[Authorization], now: datetime) -> Status:
+    """The order's status as clients see it: expiry and its authorizations' outcomes applied."""
     statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
-    return order_status(Status(earlier.status), earlier.expires, statuses, now) is Status.INVALID
+    return order_status(Status(order.status), order.expires, statuses, now)
 
 
 async def _add_authorization(tx: repo.Transaction, order: Order, identifier: Identifier,
@@ -189,9 +193,7 @@ async def load_order(services: Services, order_id: str, account: Account) -> Ord
         found = await repo.order_with_authorizations(tx, order_id)
     order, authzs = found or (None, [])
     order = repo.check_owned(order, account.id, "order")
-    statuses = [authorization_status(Status(a.status), a.expires, now) for a in authzs]
-    status = order_status(Status(order.status), order.expires, statuses, now)
-    return OrderView(order, status, tuple(a.id for a in authzs), tuple(authzs))
+    return OrderView(order, derived_status(order, authzs, now), tuple(a.id for a in authzs), tuple(authzs))
 
 
 async def load_authorization(services: Services, authz_id: str, account: Account) -> AuthzView:
